@@ -1,0 +1,1 @@
+//! Support crate for the integration tests in `integration/`.

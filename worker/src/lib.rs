@@ -1,0 +1,3 @@
+//! The trainyard worker: the training core and the queue consumer that runs it.
+
+pub mod training;

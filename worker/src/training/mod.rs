@@ -1,0 +1,15 @@
+//! The training core: data preparation, neural models (burn) and statistical
+//! challengers, evaluation, artifacts. Pure computation: no I/O to PostgreSQL
+//! or Redis happens here, so the worker, the CLI and the benchmarks share it.
+//!
+//! The contract the job handler relies on:
+//! - [`train_model`] prepares the rows, trains every candidate of the model
+//!   type on the same chronological split, scores them on the same holdout
+//!   and names a champion.
+//! - [`rescore`] loads a stored artifact (verifying its checksum) and scores it
+//!   on the holdout that the same request would use, so promotion compares
+//!   numbers from one window.
+
+pub mod progress;
+
+pub use progress::EpochReport;
