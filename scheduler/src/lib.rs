@@ -1,1 +1,8 @@
-//! scheduler
+//! The trainyard scheduler: monthly cycles on a cron schedule with catch-up,
+//! the sweeper that keeps Redis fed from PostgreSQL, and the ops commands.
+
+pub mod cli;
+pub mod daemon;
+pub mod demo;
+pub mod schedule;
+pub mod settings;

@@ -1,6 +1,13 @@
 //! What the scheduler and the workers share: domain types, the job payload and
-//! queue name, configuration, the PostgreSQL schema and queries, and telemetry.
+//! queue, configuration, the PostgreSQL schema and the cycle/job bookkeeping
+//! that makes delivery at-least-once and the cycle roll-up exactly-once.
 
+pub mod config;
+pub mod cycles;
+pub mod db;
 pub mod domain;
+pub mod jobs;
+pub mod queue;
+pub mod telemetry;
 
 pub use domain::{CycleId, JobId, ModelId, ModelType, OrgId};

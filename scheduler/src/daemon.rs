@@ -1,0 +1,133 @@
+//! `trainyard-scheduler run`: creates the monthly cycle on each tick (and a
+//! missed one at start), and sweeps: re-pushes what Redis lost, releases jobs
+//! of dead workers, times out overdue cycles, tops up the Redis window and
+//! vacuums finished task data. Any number of replicas may run.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use sqlx::PgPool;
+use trainyard_shared::cycles::{self, CreateOutcome, CycleKind, NewCycle};
+use trainyard_shared::{jobs, queue};
+
+use crate::schedule::Schedule;
+use crate::settings::{CycleSettings, SchedulerSettings};
+
+/// Creates the monthly cycle of `tick` unless a replica already did. Returns
+/// the outcome; only a `Created` caller's jobs get pushed (by the top-up).
+pub async fn create_monthly(
+    pool: &PgPool,
+    cycle: &CycleSettings,
+    tick: chrono::DateTime<Utc>,
+    who: &str,
+) -> Result<CreateOutcome, cycles::CycleError> {
+    let new = NewCycle {
+        key: cycles::monthly_key(tick),
+        kind: CycleKind::Monthly,
+        cycle_date: tick,
+        deadline: cycle.deadline(),
+        requested_by: who.to_string(),
+        org: None,
+        model_type: None,
+        min_days: cycle.min_days,
+        max_attempts: cycle.max_attempts,
+    };
+    cycles::create_cycle(pool, &new).await
+}
+
+pub async fn run(
+    settings: SchedulerSettings,
+    schedule: Schedule,
+    catch_up_max_age: chrono::Duration,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let c = &settings.connection;
+    let pool = trainyard_shared::db::connect(&c.database_url, c.db_max_connections)
+        .await
+        .context("connecting to PostgreSQL")?;
+    trainyard_shared::db::migrate(&pool)
+        .await
+        .context("running migrations")?;
+    let mut redis = queue::connect(&c.redis_url, c.redis_timeout())
+        .await
+        .context("connecting to Redis")?;
+    let qcfg = queue::queue_config(&c.queue);
+    let me = format!("scheduler-{}", std::process::id());
+
+    if let Some(tick) = schedule.last_tick(Utc::now(), catch_up_max_age) {
+        match create_monthly(&pool, &settings.cycle, tick, &me).await {
+            Ok(CreateOutcome::Created {
+                cycle_id, total, ..
+            }) => {
+                tracing::info!(cycle.id = %cycle_id, tick = %tick, total, "caught up a missed monthly cycle")
+            }
+            Ok(CreateOutcome::AlreadyExists { .. }) => {
+                tracing::info!(tick = %tick, "the latest monthly cycle already exists")
+            }
+            Err(e) => tracing::error!(error = %e, "catching up the monthly cycle failed"),
+        }
+    }
+
+    let sweep = settings.sweep_settings();
+    let mut next_tick = schedule.next_after(Utc::now());
+    tracing::info!(next_tick = ?next_tick, queue.name = %c.queue, "scheduler started");
+    tokio::pin!(shutdown);
+    let mut passes: u64 = 0;
+    loop {
+        let now = Utc::now();
+        if let Some(t) = next_tick {
+            if t <= now {
+                match create_monthly(&pool, &settings.cycle, t, &me).await {
+                    Ok(CreateOutcome::Created {
+                        cycle_id,
+                        total,
+                        queued,
+                        skipped,
+                    }) => tracing::info!(
+                        cycle.id = %cycle_id, total, queued, skipped, "monthly cycle created"),
+                    Ok(CreateOutcome::AlreadyExists { cycle_id }) => tracing::info!(
+                        cycle.id = %cycle_id, "monthly cycle already created by another replica"),
+                    Err(e) => tracing::error!(error = %e, "creating the monthly cycle failed"),
+                }
+                next_tick = schedule.next_after(t);
+            }
+        }
+        match jobs::sweep(&pool, &mut redis, &qcfg, &sweep).await {
+            Ok(r) if r.restored + r.released + r.redelivered + r.timed_out_cycles > 0 => {
+                tracing::info!(
+                    restored = r.restored,
+                    released = r.released,
+                    redelivered = r.redelivered,
+                    timed_out_cycles = r.timed_out_cycles,
+                    pushed = r.pushed,
+                    "sweep"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweep failed; retrying next pass"),
+        }
+        passes += 1;
+        if passes % 60 == 0 {
+            match queue::vacuum(&mut redis, &qcfg).await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(removed = n, "vacuumed finished task data from Redis")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "vacuum failed"),
+            }
+        }
+        let mut wait = Duration::from_secs(settings.sweep_secs.max(1));
+        if let Some(t) = next_tick {
+            let until = (t - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            wait = wait.min(until.max(Duration::from_millis(10)));
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    tracing::info!("scheduler stopped");
+    Ok(())
+}

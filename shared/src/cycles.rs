@@ -1,0 +1,419 @@
+//! Training cycles: creating one (cycle row + one job row per org × model
+//! type, in one transaction), rolling it up exactly once, timing it out, and
+//! reading it back for the CLI and dashboards.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::domain::{CycleId, JobId, ModelType, OrgId};
+
+/// Errors of cycle operations.
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    /// The organization named in an ad-hoc request does not exist.
+    #[error("organization {0} does not exist")]
+    UnknownOrg(OrgId),
+    #[error("cycle {0} does not exist")]
+    UnknownCycle(CycleId),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CycleKind {
+    Monthly,
+    Adhoc,
+}
+
+impl CycleKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            CycleKind::Monthly => "monthly",
+            CycleKind::Adhoc => "adhoc",
+        }
+    }
+}
+
+/// What a new cycle covers and how it is run.
+#[derive(Debug, Clone)]
+pub struct NewCycle {
+    /// Unique key; a second insert with the same key loses (e.g. `2026-12`).
+    pub key: String,
+    pub kind: CycleKind,
+    pub cycle_date: DateTime<Utc>,
+    pub deadline: chrono::Duration,
+    pub requested_by: String,
+    pub org: Option<OrgId>,
+    pub model_type: Option<ModelType>,
+    /// Days of data a model type needs; fewer → the job is `skipped`.
+    pub min_days: i64,
+    pub max_attempts: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum CreateOutcome {
+    /// This call created the cycle and its jobs.
+    Created {
+        cycle_id: CycleId,
+        total: i64,
+        queued: i64,
+        skipped: i64,
+    },
+    /// Another call (e.g. another scheduler replica) created it first.
+    AlreadyExists { cycle_id: CycleId },
+}
+
+/// The monthly cycle key of a tick, e.g. `2026-12`.
+pub fn monthly_key(tick: DateTime<Utc>) -> String {
+    tick.format("%Y-%m").to_string()
+}
+
+/// Creates the cycle and all its job rows in one transaction. Only the caller
+/// whose insert wins creates jobs, so any number of schedulers may call this
+/// for the same tick. Jobs are not pushed here: see [`crate::jobs::top_up`].
+#[tracing::instrument(skip_all, fields(cycle.key = %new.key))]
+pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome, CycleError> {
+    let mut tx = pool.begin().await?;
+    let scope = serde_json::json!({
+        "org": new.org.map(|o| o.to_string()),
+        "model_type": new.model_type.map(|m| m.as_str()),
+    });
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "insert into ml_training_cycles
+             (id, cycle_key, kind, cycle_date, deadline_at, requested_by, scope)
+         values ($1, $2, $3, $4, now() + $5::double precision * interval '1 second', $6, $7)
+         on conflict (cycle_key) do nothing
+         returning id",
+    )
+    .bind(Uuid::new_v4())
+    .bind(&new.key)
+    .bind(new.kind.as_str())
+    .bind(new.cycle_date)
+    .bind(new.deadline.num_seconds() as f64)
+    .bind(&new.requested_by)
+    .bind(&scope)
+    .fetch_optional(&mut *tx)
+    .await?;
+
+    let Some(cycle_uuid) = inserted else {
+        let id: Uuid = sqlx::query_scalar("select id from ml_training_cycles where cycle_key = $1")
+            .bind(&new.key)
+            .fetch_one(&mut *tx)
+            .await?;
+        return Ok(CreateOutcome::AlreadyExists {
+            cycle_id: CycleId(id),
+        });
+    };
+    let cycle_id = CycleId(cycle_uuid);
+
+    if let Some(org) = new.org {
+        let exists: bool =
+            sqlx::query_scalar("select exists(select 1 from organizations where id = $1)")
+                .bind(org)
+                .fetch_one(&mut *tx)
+                .await?;
+        if !exists {
+            return Err(CycleError::UnknownOrg(org));
+        }
+    }
+
+    // Days of usable data per organization and model type; one pass.
+    let rows = sqlx::query(
+        "select o.id,
+                count(distinct m.date) filter (where m.co2e_kg is not null) as emissions_days,
+                count(distinct m.date) filter (where m.category = 'energy' and m.value is not null)
+                    as energy_days,
+                count(distinct m.date) as any_days
+         from organizations o
+         left join metrics_data m on m.organization_id = o.id
+         where ($1::uuid is null or o.id = $1)
+         group by o.id
+         order by o.id",
+    )
+    .bind(new.org)
+    .fetch_all(&mut *tx)
+    .await?;
+
+    let types: Vec<ModelType> = match new.model_type {
+        Some(t) => vec![t],
+        None => ModelType::ALL.to_vec(),
+    };
+    let mut ids = Vec::new();
+    let mut orgs = Vec::new();
+    let mut kinds = Vec::new();
+    let mut statuses = Vec::new();
+    let mut reasons: Vec<Option<String>> = Vec::new();
+    for row in &rows {
+        let org: Uuid = row.get(0);
+        for t in &types {
+            let days: i64 = match t {
+                ModelType::EmissionsForecast => row.get(1),
+                ModelType::EnergyForecast => row.get(2),
+                ModelType::AnomalyDetection => row.get(3),
+            };
+            ids.push(Uuid::new_v4());
+            orgs.push(org);
+            kinds.push(t.as_str().to_string());
+            if days < new.min_days {
+                statuses.push("skipped".to_string());
+                reasons.push(Some(format!(
+                    "insufficient data: {days} days with {} data, need {}",
+                    data_label(*t),
+                    new.min_days
+                )));
+            } else {
+                statuses.push("queued".to_string());
+                reasons.push(None);
+            }
+        }
+    }
+    sqlx::query(
+        "insert into ml_training_jobs
+             (id, cycle_id, organization_id, model_type, status, reason, max_attempts, finished_at)
+         select u.id, $1, u.org, u.kind, u.status, u.reason, $7,
+                case when u.status = 'skipped' then now() end
+         from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[])
+              as u(id, org, kind, status, reason)",
+    )
+    .bind(cycle_id)
+    .bind(&ids)
+    .bind(&orgs)
+    .bind(&kinds)
+    .bind(&statuses)
+    .bind(&reasons)
+    .bind(new.max_attempts)
+    .execute(&mut *tx)
+    .await?;
+
+    let total = ids.len() as i64;
+    let skipped = statuses.iter().filter(|s| *s == "skipped").count() as i64;
+    sqlx::query("update ml_training_cycles set total_jobs = $2 where id = $1")
+        .bind(cycle_id)
+        .bind(total as i32)
+        .execute(&mut *tx)
+        .await?;
+    roll_up(&mut tx, cycle_id, None).await?;
+    tx.commit().await?;
+    tracing::info!(cycle.id = %cycle_id, total, queued = total - skipped, skipped, "cycle created");
+    Ok(CreateOutcome::Created {
+        cycle_id,
+        total,
+        queued: total - skipped,
+        skipped,
+    })
+}
+
+fn data_label(t: ModelType) -> &'static str {
+    match t {
+        ModelType::EmissionsForecast => "co2e_kg",
+        ModelType::EnergyForecast => "energy value",
+        ModelType::AnomalyDetection => "any",
+    }
+}
+
+/// Refreshes the cycle's counts and, when no job is left queued or running,
+/// finalizes it. Call it inside the transaction that made a job terminal: it
+/// locks the cycle row first, so concurrent finishers run it one after the
+/// other and exactly one of them sees the last job terminal. Returns whether
+/// this call finalized the cycle. `force` finalizes with that status even if
+/// jobs are live (used for deadlines, after those jobs were failed).
+pub async fn roll_up(
+    conn: &mut PgConnection,
+    cycle_id: CycleId,
+    force: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let status: Option<String> =
+        sqlx::query_scalar("select status from ml_training_cycles where id = $1 for update")
+            .bind(cycle_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if status.as_deref() != Some("running") {
+        return Ok(false);
+    }
+    let row = sqlx::query(
+        "select count(*) filter (where status in ('queued', 'running')) as live,
+                count(*) filter (where status = 'succeeded') as ok,
+                count(*) filter (where status = 'failed') as failed,
+                count(*) filter (where status = 'skipped') as skipped,
+                count(*) filter (where promoted) as promoted
+         from ml_training_jobs where cycle_id = $1",
+    )
+    .bind(cycle_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let live: i64 = row.get("live");
+    let failed: i64 = row.get("failed");
+    let final_status = match force {
+        Some(s) => Some(s.to_string()),
+        None if live > 0 => None,
+        None if failed > 0 => Some("completed_with_failures".to_string()),
+        None => Some("completed".to_string()),
+    };
+    sqlx::query(
+        "update ml_training_cycles
+         set successful_models = $2, failed_models = $3, skipped_models = $4, promoted_models = $5,
+             status = coalesce($6, status),
+             finished_at = case when $6 is null then null else now() end,
+             total_time_minutes = extract(epoch from (now() - started_at)) / 60.0
+         where id = $1",
+    )
+    .bind(cycle_id)
+    .bind(row.get::<i64, _>("ok") as i32)
+    .bind(failed as i32)
+    .bind(row.get::<i64, _>("skipped") as i32)
+    .bind(row.get::<i64, _>("promoted") as i32)
+    .bind(&final_status)
+    .execute(&mut *conn)
+    .await?;
+    if let Some(s) = &final_status {
+        tracing::info!(cycle.id = %cycle_id, cycle.status = %s, "cycle finalized");
+    }
+    Ok(final_status.is_some())
+}
+
+/// Fails the unfinished jobs of running cycles whose deadline has passed and
+/// finalizes those cycles as `timed_out`, counts kept. Returns how many.
+pub async fn time_out_overdue(pool: &PgPool) -> Result<usize, sqlx::Error> {
+    let overdue: Vec<Uuid> = sqlx::query_scalar(
+        "select id from ml_training_cycles where status = 'running' and deadline_at < now()",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut n = 0;
+    for id in overdue {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "update ml_training_jobs
+             set status = 'failed', finished_at = now(),
+                 reason = 'the cycle deadline passed before the job finished'
+             where cycle_id = $1 and status in ('queued', 'running')",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if roll_up(&mut tx, CycleId(id), Some("timed_out")).await? {
+            n += 1;
+            tracing::warn!(cycle.id = %id, "cycle timed out");
+        }
+        tx.commit().await?;
+    }
+    Ok(n)
+}
+
+/// One row of `cycles`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CycleSummary {
+    pub id: CycleId,
+    pub cycle_key: String,
+    pub kind: String,
+    pub cycle_date: DateTime<Utc>,
+    pub status: String,
+    pub total_jobs: i32,
+    pub successful_models: i32,
+    pub failed_models: i32,
+    pub skipped_models: i32,
+    pub promoted_models: i32,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub total_time_minutes: Option<f64>,
+}
+
+macro_rules! summary_select {
+    () => {
+        "select id, cycle_key, kind, cycle_date, status, total_jobs, successful_models,
+            failed_models, skipped_models, promoted_models, started_at, finished_at,
+            total_time_minutes from ml_training_cycles "
+    };
+}
+
+fn summary_from_row(r: &sqlx::postgres::PgRow) -> CycleSummary {
+    CycleSummary {
+        id: CycleId(r.get("id")),
+        cycle_key: r.get("cycle_key"),
+        kind: r.get("kind"),
+        cycle_date: r.get("cycle_date"),
+        status: r.get("status"),
+        total_jobs: r.get("total_jobs"),
+        successful_models: r.get("successful_models"),
+        failed_models: r.get("failed_models"),
+        skipped_models: r.get("skipped_models"),
+        promoted_models: r.get("promoted_models"),
+        started_at: r.get("started_at"),
+        finished_at: r.get("finished_at"),
+        total_time_minutes: r.get("total_time_minutes"),
+    }
+}
+
+pub async fn recent_cycles(pool: &PgPool, limit: i64) -> Result<Vec<CycleSummary>, sqlx::Error> {
+    let rows = sqlx::query(concat!(
+        summary_select!(),
+        "order by started_at desc limit $1"
+    ))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(summary_from_row).collect())
+}
+
+pub async fn cycle_summary(pool: &PgPool, id: CycleId) -> Result<CycleSummary, CycleError> {
+    let row = sqlx::query(concat!(summary_select!(), "where id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(CycleError::UnknownCycle(id))?;
+    Ok(summary_from_row(&row))
+}
+
+/// One job of a cycle, as `cycle ID` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobDetail {
+    pub id: JobId,
+    pub organization_id: OrgId,
+    pub organization: Option<String>,
+    pub model_type: String,
+    pub status: String,
+    pub attempts: i32,
+    pub duration_seconds: Option<f64>,
+    pub train_seconds: Option<f64>,
+    pub algorithm: Option<String>,
+    pub accuracy: Option<f64>,
+    pub promoted: bool,
+    pub reason: Option<String>,
+    pub worker: Option<String>,
+}
+
+pub async fn cycle_jobs(pool: &PgPool, id: CycleId) -> Result<Vec<JobDetail>, sqlx::Error> {
+    let rows = sqlx::query(
+        "select j.id, j.organization_id, o.name, j.model_type, j.status, j.attempts,
+                extract(epoch from (j.finished_at - j.started_at))::double precision as duration,
+                j.train_seconds, j.champion_algorithm, j.accuracy, j.promoted, j.reason, j.worker
+         from ml_training_jobs j
+         left join organizations o on o.id = j.organization_id
+         where j.cycle_id = $1
+         order by o.name nulls last, j.organization_id, j.model_type",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| JobDetail {
+            id: JobId(r.get(0)),
+            organization_id: OrgId(r.get(1)),
+            organization: r.get(2),
+            model_type: r.get(3),
+            status: r.get(4),
+            attempts: r.get(5),
+            duration_seconds: r.get(6),
+            train_seconds: r.get(7),
+            algorithm: r.get(8),
+            accuracy: r.get(9),
+            promoted: r.get(10),
+            reason: r.get(11),
+            worker: r.get(12),
+        })
+        .collect())
+}

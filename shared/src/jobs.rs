@@ -1,0 +1,416 @@
+//! Job rows: claiming one for a delivery, keeping its lease alive, ending it,
+//! handing it back, and the sweeper that keeps PostgreSQL and Redis in step.
+//! Every state change is a guarded update on (status, attempts), so a
+//! redelivered or duplicated message can never move a job twice.
+
+use std::time::Duration;
+
+use apalis_redis::{Config as RedisQueueConfig, ConnectionManager};
+use serde::Serialize;
+use sqlx::{PgPool, Row};
+
+use crate::cycles::roll_up;
+use crate::domain::{CycleId, JobId, ModelType, OrgId};
+use crate::queue::{self, QueueError, TrainJob};
+
+/// Errors of job bookkeeping.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// A job this delivery now owns.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub job_id: JobId,
+    pub cycle_id: CycleId,
+    pub org_id: OrgId,
+    pub model_type: ModelType,
+    /// The attempt number this delivery runs as (1-based); guards every later update.
+    pub attempt: i32,
+    pub max_attempts: i32,
+}
+
+/// What happened when a delivery tried to claim its job.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    Claimed(ClaimedJob),
+    /// Already succeeded, failed or skipped: acknowledge and do nothing.
+    AlreadyTerminal(String),
+    /// Another live worker holds it (a duplicate delivery): acknowledge.
+    HeldElsewhere(String),
+    /// It had used up its attempts; this call marked it failed.
+    GaveUp {
+        attempts: i32,
+    },
+    /// No such job row (e.g. a malformed or foreign payload).
+    Unknown,
+}
+
+/// Claims a job for `worker`. A queued job, or a running one whose lease
+/// expired (its worker died), is taken with `attempts + 1`; past the cap it is
+/// failed instead, with the reason, and the cycle rolled up.
+#[tracing::instrument(skip(pool), fields(job.id = %job_id))]
+pub async fn claim(
+    pool: &PgPool,
+    job_id: JobId,
+    worker: &str,
+    lease_timeout: Duration,
+) -> Result<Claim, JobError> {
+    let lease = lease_timeout.as_secs_f64();
+    let row = sqlx::query(
+        "update ml_training_jobs
+         set status = 'running', attempts = attempts + 1, worker = $2,
+             heartbeat_at = now(), started_at = coalesce(started_at, now())
+         where id = $1
+           and (status = 'queued'
+                or (status = 'running' and heartbeat_at < now() - $3 * interval '1 second'))
+           and attempts < max_attempts
+         returning cycle_id, organization_id, model_type, attempts, max_attempts",
+    )
+    .bind(job_id)
+    .bind(worker)
+    .bind(lease)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(r) = row {
+        let model_type: String = r.get(2);
+        return Ok(Claim::Claimed(ClaimedJob {
+            job_id,
+            cycle_id: CycleId(r.get(0)),
+            org_id: OrgId(r.get(1)),
+            model_type: model_type
+                .parse()
+                .expect("the schema only admits known model types"),
+            attempt: r.get(3),
+            max_attempts: r.get(4),
+        }));
+    }
+
+    let Some(r) = sqlx::query(
+        "select status, attempts, max_attempts, worker,
+                heartbeat_at >= now() - $2 * interval '1 second' as fresh, cycle_id, reason
+         from ml_training_jobs where id = $1",
+    )
+    .bind(job_id)
+    .bind(lease)
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(Claim::Unknown);
+    };
+    let status: String = r.get(0);
+    let attempts: i32 = r.get(1);
+    let worker_name: Option<String> = r.get(3);
+    let fresh: Option<bool> = r.get(4);
+    match status.as_str() {
+        "succeeded" | "failed" | "skipped" => Ok(Claim::AlreadyTerminal(status)),
+        "running" if fresh == Some(true) => {
+            Ok(Claim::HeldElsewhere(worker_name.unwrap_or_default()))
+        }
+        _ => {
+            // Live but out of attempts: every earlier attempt ended without a
+            // result (its worker died or was killed), so stop here.
+            let cycle_id = CycleId(r.get(5));
+            let last: Option<String> = r.get(6);
+            let reason = format!(
+                "gave up after {attempts} attempts: {}",
+                last.unwrap_or_else(|| "each attempt ended without a result \
+                     (the worker process died or was killed while training)"
+                    .to_string())
+            );
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(
+                "update ml_training_jobs set status = 'failed', reason = $3, finished_at = now()
+                 where id = $1 and status = $2 and attempts = $4",
+            )
+            .bind(job_id)
+            .bind(&status)
+            .bind(&reason)
+            .bind(attempts)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done == 1 {
+                roll_up(&mut tx, cycle_id, None).await?;
+            }
+            tx.commit().await?;
+            tracing::warn!(job.id = %job_id, attempts, "job failed: attempts exhausted");
+            Ok(Claim::GaveUp { attempts })
+        }
+    }
+}
+
+/// Renews the lease of a running attempt. `false` means the attempt no longer
+/// owns the job (it was taken over or ended) and should stop.
+pub async fn heartbeat(pool: &PgPool, job: &ClaimedJob) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "update ml_training_jobs set heartbeat_at = now()
+         where id = $1 and status = 'running' and attempts = $2",
+    )
+    .bind(job.job_id)
+    .bind(job.attempt)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Ends an attempt as `failed` or `skipped` with a reason and rolls the cycle
+/// up, in one transaction. Returns false if the attempt no longer owned the job.
+pub async fn finish_without_model(
+    pool: &PgPool,
+    job: &ClaimedJob,
+    status: &str,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    debug_assert!(status == "failed" || status == "skipped");
+    let mut tx = pool.begin().await?;
+    let n = sqlx::query(
+        "update ml_training_jobs set status = $3, reason = $4, finished_at = now(), heartbeat_at = null
+         where id = $1 and status = 'running' and attempts = $2",
+    )
+    .bind(job.job_id)
+    .bind(job.attempt)
+    .bind(status)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n == 1 {
+        roll_up(&mut tx, job.cycle_id, None).await?;
+    }
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// Gives a running attempt back (graceful shutdown): the job returns to
+/// `queued` without using up an attempt and gets a fresh delivery.
+pub async fn hand_back(
+    pool: &PgPool,
+    conn: &mut ConnectionManager,
+    config: &RedisQueueConfig,
+    job: &ClaimedJob,
+) -> Result<bool, JobError> {
+    let mut tx = pool.begin().await?;
+    let seq: Option<i32> = sqlx::query_scalar(
+        "update ml_training_jobs
+         set status = 'queued', attempts = attempts - 1, push_seq = push_seq + 1,
+             pushed_at = now(), worker = null, heartbeat_at = null
+         where id = $1 and status = 'running' and attempts = $2
+         returning push_seq",
+    )
+    .bind(job.job_id)
+    .bind(job.attempt)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(seq) = seq else {
+        return Ok(false);
+    };
+    let payload = TrainJob {
+        job_id: job.job_id,
+        cycle_id: job.cycle_id,
+        org_id: job.org_id,
+        model_type: job.model_type,
+    };
+    queue::push_jobs(conn, config, &[(payload, seq)]).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Keeps at most `window` jobs in Redis (queued-and-pushed or running), pushing
+/// the oldest unpushed ones. PostgreSQL holds the backlog, so a cycle of any
+/// size never deepens the Redis queue past the window. Concurrent callers are
+/// serialized by an advisory lock; a caller that finds it taken returns 0.
+pub async fn top_up(
+    pool: &PgPool,
+    conn: &mut ConnectionManager,
+    config: &RedisQueueConfig,
+    window: i64,
+) -> Result<usize, JobError> {
+    let mut tx = pool.begin().await?;
+    let locked: bool =
+        sqlx::query_scalar("select pg_try_advisory_xact_lock(hashtext('trainyard:top_up'))")
+            .fetch_one(&mut *tx)
+            .await?;
+    if !locked {
+        return Ok(0);
+    }
+    let live: i64 = sqlx::query_scalar(
+        "select count(*) from ml_training_jobs
+         where status = 'running' or (status = 'queued' and pushed_at is not null)",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let room = window - live;
+    if room <= 0 {
+        return Ok(0);
+    }
+    let rows = sqlx::query(
+        "update ml_training_jobs set pushed_at = now()
+         where id in (select id from ml_training_jobs
+                      where status = 'queued' and pushed_at is null
+                      order by created_at, id limit $1
+                      for update skip locked)
+         returning id, cycle_id, organization_id, model_type, push_seq",
+    )
+    .bind(room)
+    .fetch_all(&mut *tx)
+    .await?;
+    let jobs: Vec<(TrainJob, i32)> = rows.iter().map(delivery_from_row).collect();
+    if !jobs.is_empty() {
+        queue::push_jobs(conn, config, &jobs).await?;
+    }
+    tx.commit().await?;
+    if !jobs.is_empty() {
+        tracing::debug!(pushed = jobs.len(), live, window, "queue topped up");
+    }
+    Ok(jobs.len())
+}
+
+fn delivery_from_row(r: &sqlx::postgres::PgRow) -> (TrainJob, i32) {
+    let model_type: String = r.get(3);
+    (
+        TrainJob {
+            job_id: JobId(r.get(0)),
+            cycle_id: CycleId(r.get(1)),
+            org_id: OrgId(r.get(2)),
+            model_type: model_type
+                .parse()
+                .expect("the schema only admits known model types"),
+        },
+        r.get(4),
+    )
+}
+
+/// Sweeper timing.
+#[derive(Debug, Clone)]
+pub struct SweepSettings {
+    pub window: i64,
+    /// A running job whose heartbeat is older than this lost its worker.
+    pub lease_timeout: Duration,
+    /// A pushed delivery younger than this is not checked against Redis yet.
+    pub push_grace: Duration,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct SweepReport {
+    pub restored: usize,
+    pub redelivered: usize,
+    pub released: usize,
+    pub timed_out_cycles: usize,
+    pub pushed: usize,
+}
+
+/// One pass of the sweeper:
+/// 1. running jobs whose lease expired go back to `queued` with a fresh
+///    delivery (or fail, when out of attempts, via the next claim);
+/// 2. queued deliveries that Redis no longer holds are pushed again (Redis may
+///    have lost everything), and deliveries Redis finished without a terminal
+///    row get a fresh one;
+/// 3. overdue cycles are timed out;
+/// 4. the Redis window is topped up.
+#[tracing::instrument(skip_all)]
+pub async fn sweep(
+    pool: &PgPool,
+    conn: &mut ConnectionManager,
+    config: &RedisQueueConfig,
+    settings: &SweepSettings,
+) -> Result<SweepReport, JobError> {
+    let mut report = SweepReport::default();
+
+    // 1. Expired leases. The job keeps its attempt count: the next claim
+    // decides whether another attempt is allowed.
+    let released = sqlx::query(
+        "update ml_training_jobs
+         set status = 'queued', push_seq = push_seq + 1, pushed_at = now(), worker = null,
+             heartbeat_at = null
+         where status = 'running' and heartbeat_at < now() - $1 * interval '1 second'
+         returning id, cycle_id, organization_id, model_type, push_seq",
+    )
+    .bind(settings.lease_timeout.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    let released: Vec<_> = released.iter().map(delivery_from_row).collect();
+    if !released.is_empty() {
+        queue::push_jobs(conn, config, &released).await?;
+        tracing::warn!(
+            count = released.len(),
+            "released jobs whose worker stopped heartbeating"
+        );
+    }
+    report.released = released.len();
+
+    // 2. Deliveries Redis lost or finished.
+    let pushed = sqlx::query(
+        "select id, cycle_id, organization_id, model_type, push_seq from ml_training_jobs
+         where status = 'queued' and pushed_at is not null
+           and pushed_at < now() - $1 * interval '1 second'
+         order by pushed_at limit 5000",
+    )
+    .bind(settings.push_grace.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    let pushed: Vec<_> = pushed.iter().map(delivery_from_row).collect();
+    if !pushed.is_empty() {
+        let mut pipe = redis::pipe();
+        for (job, seq) in &pushed {
+            pipe.cmd("HGET")
+                .arg(format!(
+                    "{}:{}",
+                    config.job_meta_hash(),
+                    queue::task_id(job.job_id, *seq)
+                ))
+                .arg("status");
+        }
+        let statuses: Vec<Option<String>> =
+            pipe.query_async(conn).await.map_err(QueueError::Command)?;
+        let mut lost = Vec::new();
+        let mut finished = Vec::new();
+        for ((job, seq), status) in pushed.into_iter().zip(statuses) {
+            match status.as_deref() {
+                None => lost.push((job, seq)),
+                Some("Done") | Some("Killed") => finished.push(job.job_id.0),
+                Some(_) => {}
+            }
+        }
+        if !lost.is_empty() {
+            queue::push_jobs(conn, config, &lost).await?;
+            tracing::warn!(
+                count = lost.len(),
+                "re-pushed deliveries that Redis no longer held"
+            );
+        }
+        report.restored = lost.len();
+        if !finished.is_empty() {
+            let rows = sqlx::query(
+                "update ml_training_jobs set push_seq = push_seq + 1, pushed_at = now()
+                 where id = any($1) and status = 'queued'
+                 returning id, cycle_id, organization_id, model_type, push_seq",
+            )
+            .bind(&finished)
+            .fetch_all(pool)
+            .await?;
+            let again: Vec<_> = rows.iter().map(delivery_from_row).collect();
+            queue::push_jobs(conn, config, &again).await?;
+            report.redelivered = again.len();
+        }
+    }
+
+    report.timed_out_cycles = crate::cycles::time_out_overdue(pool).await?;
+    report.pushed = top_up(pool, conn, config, settings.window).await?;
+    Ok(report)
+}
+
+/// Jobs still queued or running, for progress displays.
+pub async fn live_jobs(pool: &PgPool, cycle_id: CycleId) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select count(*) from ml_training_jobs where cycle_id = $1 and status in ('queued', 'running')",
+    )
+    .bind(cycle_id)
+    .fetch_one(pool)
+    .await
+}

@@ -1,0 +1,24 @@
+//! Structured logging: human-readable by default, one JSON object per line
+//! with `TRAINYARD_LOG_FORMAT=json`; filter with `RUST_LOG`.
+
+use tracing_subscriber::{fmt, EnvFilter};
+
+/// Installs the global subscriber. Logs go to stderr so stdout stays free for
+/// command output (`--json`). Calling it twice is harmless.
+pub fn init(default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let json = std::env::var("TRAINYARD_LOG_FORMAT")
+        .map(|v| v.eq_ignore_ascii_case("json"))
+        .unwrap_or(false);
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
+    } else {
+        builder.with_target(false).try_init()
+    };
+}
