@@ -1,0 +1,44 @@
+//! `/health`: 200 when PostgreSQL and Redis both answer, 503 otherwise. It
+//! says up or down for each and nothing else (no URLs, no versions).
+
+use std::time::Duration;
+
+use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
+use serde_json::{json, Value};
+
+use super::worker::WorkerState;
+use std::sync::Arc;
+
+pub fn router(state: Arc<WorkerState>) -> Router {
+    Router::new().route("/health", get(health)).with_state(state)
+}
+
+async fn health(State(state): State<Arc<WorkerState>>) -> (StatusCode, Json<Value>) {
+    let limit = Duration::from_secs(2);
+    let pg = tokio::time::timeout(limit, sqlx::query("select 1").execute(&state.pool))
+        .await
+        .map(|r| r.is_ok())
+        .unwrap_or(false);
+    let mut conn = state.redis.clone();
+    let redis = tokio::time::timeout(
+        limit,
+        redis::cmd("PING").query_async::<String>(&mut conn),
+    )
+    .await
+    .map(|r| r.is_ok())
+    .unwrap_or(false);
+    let up = |b: bool| if b { "up" } else { "down" };
+    let code = if pg && redis {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(json!({
+            "status": if pg && redis { "ok" } else { "unavailable" },
+            "postgres": up(pg),
+            "redis": up(redis),
+        })),
+    )
+}

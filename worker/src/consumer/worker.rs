@@ -1,0 +1,157 @@
+//! The worker process: one apalis worker over the Redis queue, a `/health`
+//! server, and a graceful shutdown that stops taking jobs, lets the current
+//! one finish (or hands it back) and exits.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use apalis::prelude::*;
+use apalis_redis::{ConnectionManager, RedisStorage};
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use super::handler::handle;
+use super::settings::WorkerSettings;
+use trainyard_shared::queue::{self, RearmingInterval};
+
+/// Everything a job handler needs, shared by all of a process's jobs.
+pub struct WorkerState {
+    pub pool: PgPool,
+    pub redis: ConnectionManager,
+    pub queue: apalis_redis::Config,
+    pub name: String,
+    pub settings: WorkerSettings,
+    pub train: crate::training::TrainSettings,
+    /// Turns true when the process is asked to stop.
+    pub shutdown: watch::Receiver<bool>,
+    pub in_flight: AtomicUsize,
+}
+
+/// A name unique to this process: replicas may share a prefix.
+pub fn unique_name(prefix: Option<&str>) -> String {
+    let host = std::env::var("HOSTNAME")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()))
+        .unwrap_or_else(|_| "worker".to_string());
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    format!(
+        "{}-{}-{suffix}",
+        prefix.unwrap_or(&host),
+        std::process::id()
+    )
+}
+
+/// Runs until `shutdown` resolves, then drains within the grace period.
+pub async fn run(
+    settings: WorkerSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let conn = &settings.connection;
+    let pool = trainyard_shared::db::connect(&conn.database_url, conn.db_max_connections)
+        .await
+        .context("connecting to PostgreSQL")?;
+    trainyard_shared::db::migrate(&pool)
+        .await
+        .context("running migrations")?;
+    let redis = queue::connect(&conn.redis_url, conn.redis_timeout())
+        .await
+        .context("connecting to Redis")?;
+
+    let name = unique_name(settings.worker_name.as_deref());
+    let queue_config = queue::queue_config(&conn.queue)
+        .batch_size(1)
+        .heartbeat_interval(settings.heartbeat())
+        .missed_heartbeats(settings.missed_heartbeats)
+        .persist_results(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let state = Arc::new(WorkerState {
+        pool: pool.clone(),
+        redis: redis.clone(),
+        queue: queue_config.clone(),
+        name: name.clone(),
+        train: settings.training.train_settings(),
+        settings: settings.clone(),
+        shutdown: stop_rx.clone(),
+        in_flight: AtomicUsize::new(0),
+    });
+
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port))
+        .await
+        .with_context(|| format!("binding the health port {} (PORT)", settings.port))?;
+    let health = super::health::router(state.clone());
+    let mut health_stop = stop_rx.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, health)
+            .with_graceful_shutdown(async move {
+                let _ = health_stop.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+
+    tracing::info!(
+        worker.name = %name,
+        queue.name = %conn.queue,
+        concurrency = settings.concurrency,
+        port = settings.port,
+        "worker started"
+    );
+
+    // Fill the window in case the queue was left empty (e.g. Redis restarted).
+    let mut c = redis.clone();
+    if let Err(e) = trainyard_shared::jobs::top_up(&pool, &mut c, &queue_config, settings.window).await {
+        tracing::warn!(error = %e, "initial queue top-up failed");
+    }
+
+    let storage: RedisStorage<serde_json::Value> =
+        RedisStorage::new(redis.clone()).with_config(queue_config);
+    let backend = storage.poll_with_strategy(RearmingInterval::new(Duration::from_millis(
+        settings.poll_interval_ms.max(1),
+    )));
+    let worker = WorkerBuilder::new(name.clone())
+        .backend(backend)
+        .concurrency(settings.concurrency.max(1))
+        .data(state.clone())
+        .build(handle);
+
+    let mut stop_wait = stop_rx.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutdown requested: no new jobs will be taken");
+        let _ = stop_tx.send(true);
+        Ok::<(), std::io::Error>(())
+    };
+    let runner = tokio::spawn(async move { worker.run_until(signal).await });
+
+    let _ = stop_wait.wait_for(|s| *s).await;
+    // Let in-flight jobs finish or hand themselves back.
+    let deadline = tokio::time::Instant::now() + settings.grace() + Duration::from_secs(5);
+    while state.in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match tokio::time::timeout(Duration::from_secs(5), runner).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "queue worker stopped with an error"),
+        Ok(_) => {}
+        Err(_) => tracing::warn!("queue worker did not stop within 5 s; exiting anyway"),
+    }
+    tracing::info!(worker.name = %name, "worker stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM (Railway redeploys) or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
