@@ -1,1 +1,289 @@
-//! Support crate for the integration tests in `integration/`.
+//! Support for the integration tests in `integration/`: a fresh database and
+//! Redis key prefix per test, generated organization data, and real worker
+//! processes.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use chrono::NaiveDate;
+use rand::{Rng, SeedableRng};
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+/// The admin URL: `DATABASE_URL` (set by deploy/local/services.sh) or the local default.
+pub fn admin_database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string())
+}
+
+/// One test's world: its own database (random name) and queue prefix.
+pub struct TestEnv {
+    pub database_url: String,
+    pub db_name: String,
+    pub redis_url: String,
+    pub queue: String,
+    pub pool: PgPool,
+    workers: Vec<Child>,
+}
+
+impl TestEnv {
+    pub async fn new() -> anyhow::Result<Self> {
+        let admin = admin_database_url();
+        let db_name = format!("trainyard_test_{}", Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .context("connecting to the admin database; is deploy/local/services.sh up?")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database {db_name}")))
+            .execute(&mut conn)
+            .await?;
+        let mut url = url::Url::parse(&admin)?;
+        url.set_path(&db_name);
+        let database_url = url.to_string();
+        let pool = trainyard_shared::db::connect(&database_url, 5).await?;
+        trainyard_shared::db::migrate(&pool).await?;
+        Ok(Self {
+            database_url,
+            db_name,
+            redis_url: redis_url(),
+            queue: format!("trainyard-test:{}", Uuid::new_v4().simple()),
+            pool,
+            workers: Vec::new(),
+        })
+    }
+
+    pub fn connection_settings(&self) -> trainyard_shared::config::ConnectionSettings {
+        trainyard_shared::config::ConnectionSettings {
+            database_url: self.database_url.clone(),
+            redis_url: self.redis_url.clone(),
+            queue: self.queue.clone(),
+            redis_timeout_secs: 10,
+            db_max_connections: 5,
+        }
+    }
+
+    pub fn cycle_settings(&self) -> trainyard_scheduler::settings::CycleSettings {
+        trainyard_scheduler::settings::CycleSettings {
+            min_days: 180,
+            max_attempts: 3,
+            deadline_hours: 1.0,
+        }
+    }
+
+    pub fn scheduler_settings(&self) -> trainyard_scheduler::settings::SchedulerSettings {
+        trainyard_scheduler::settings::SchedulerSettings {
+            connection: self.connection_settings(),
+            cycle: self.cycle_settings(),
+            window: 1000,
+            lease_timeout_secs: 5,
+            sweep_secs: 1,
+        }
+    }
+
+    pub async fn redis(&self) -> anyhow::Result<apalis_redis::ConnectionManager> {
+        Ok(trainyard_shared::queue::connect(&self.redis_url, Duration::from_secs(10)).await?)
+    }
+
+    pub fn queue_config(&self) -> apalis_redis::Config {
+        trainyard_shared::queue::queue_config(&self.queue)
+    }
+
+    /// Environment for a worker process of this test: small, fast training.
+    pub fn worker_env(&self) -> Vec<(String, String)> {
+        [
+            ("DATABASE_URL", self.database_url.as_str()),
+            ("REDIS_URL", self.redis_url.as_str()),
+            ("TRAINYARD_QUEUE", self.queue.as_str()),
+            ("TRAINYARD_LSTM_EPOCHS", "2"),
+            ("TRAINYARD_AE_EPOCHS", "3"),
+            ("TRAINYARD_HEARTBEAT_SECS", "1"),
+            ("TRAINYARD_MISSED_HEARTBEATS", "3"),
+            ("TRAINYARD_LEASE_TIMEOUT_SECS", "4"),
+            ("TRAINYARD_POLL_INTERVAL_MS", "50"),
+            ("TRAINYARD_GRACE_SECS", "10"),
+            ("TRAINYARD_DB_RETRY_SECS", "60"),
+            ("RUST_LOG", "info"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// Starts a real `trainyard-worker run` process; `extra` overrides the env.
+    pub fn spawn_worker(&mut self, extra: &[(&str, &str)]) -> anyhow::Result<u32> {
+        let mut cmd = Command::new(binary("trainyard-worker")?);
+        cmd.arg("run")
+            .env("PORT", free_port().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(&format!(
+                "{}-worker-{}",
+                self.db_name,
+                self.workers.len()
+            ))?);
+        for (k, v) in self.worker_env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("starting trainyard-worker")?;
+        let pid = child.id();
+        self.workers.push(child);
+        Ok(pid)
+    }
+
+    pub fn workers(&mut self) -> &mut Vec<Child> {
+        &mut self.workers
+    }
+
+    /// Polls until `cycle` is no longer running, or fails after `limit`.
+    pub async fn wait_for_cycle(&self, cycle: Uuid, limit: Duration) -> anyhow::Result<String> {
+        let start = Instant::now();
+        loop {
+            let status: String =
+                sqlx::query_scalar("select status from ml_training_cycles where id = $1")
+                    .bind(cycle)
+                    .fetch_one(&self.pool)
+                    .await?;
+            if status != "running" {
+                return Ok(status);
+            }
+            if start.elapsed() > limit {
+                let jobs: Vec<(String, String, Option<String>)> = sqlx::query_as(
+                    "select model_type, status, reason from ml_training_jobs where cycle_id = $1",
+                )
+                .bind(cycle)
+                .fetch_all(&self.pool)
+                .await?;
+                bail!("cycle {cycle} still running after {limit:?}: {jobs:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
+}
+
+/// A built binary of the workspace, next to the test executable's directory.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .context("locating the target directory")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build the binaries first (`cargo build --release --workspace --bins`, as deploy/local/test.sh does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Where worker logs of a test go (kept for diagnosis).
+pub fn log_file(name: &str) -> anyhow::Result<std::fs::File> {
+    let dir = std::env::temp_dir().join("trainyard-test-logs");
+    std::fs::create_dir_all(&dir)?;
+    Ok(std::fs::File::create(dir.join(format!("{name}.log")))?)
+}
+
+pub fn log_path(name: &str) -> PathBuf {
+    std::env::temp_dir()
+        .join("trainyard-test-logs")
+        .join(format!("{name}.log"))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A generated organization: `days` days of energy rows ending yesterday
+/// (weekly pattern, slow trend, noise) with matching CO2e and grid factor.
+pub async fn insert_org(pool: &PgPool, name: &str, days: usize, seed: u64) -> anyhow::Result<Uuid> {
+    let id = Uuid::new_v4();
+    sqlx::query("insert into organizations (id, name) values ($1, $2)")
+        .bind(id)
+        .bind(name)
+        .execute(pool)
+        .await?;
+    insert_series(pool, id, days, seed).await?;
+    Ok(id)
+}
+
+pub async fn insert_series(pool: &PgPool, org: Uuid, days: usize, seed: u64) -> anyhow::Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let end = NaiveDate::from_ymd_opt(2026, 10, 31).expect("valid date");
+    let mut dates = Vec::with_capacity(days);
+    let mut values = Vec::with_capacity(days);
+    let mut co2 = Vec::with_capacity(days);
+    let mut grid = Vec::with_capacity(days);
+    for i in 0..days {
+        let date = end - chrono::Duration::days((days - 1 - i) as i64);
+        let t = i as f64;
+        let weekly = 120.0 * (2.0 * std::f64::consts::PI * t / 7.0).sin();
+        let value = 1000.0 + 0.3 * t + weekly + rng.random_range(-30.0..30.0);
+        let g = 0.3
+            + 0.05 * (2.0 * std::f64::consts::PI * t / 365.0).sin()
+            + rng.random_range(-0.01..0.01);
+        dates.push(date);
+        values.push(value);
+        grid.push(g);
+        co2.push(value * g);
+    }
+    sqlx::query(
+        "insert into metrics_data (organization_id, date, category, value, unit, co2e_kg, grid_factor)
+         select $1, u.d, 'energy', u.v, 'kWh', u.c, u.g
+         from unnest($2::date[], $3::float8[], $4::float8[], $5::float8[]) as u(d, v, c, g)",
+    )
+    .bind(org)
+    .bind(&dates)
+    .bind(&values)
+    .bind(&co2)
+    .bind(&grid)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Creates an ad-hoc cycle the way `trainyard-scheduler enqueue` does and pushes it.
+pub async fn enqueue(
+    env: &TestEnv,
+    org: Option<Uuid>,
+    model: Option<trainyard_shared::ModelType>,
+) -> anyhow::Result<Uuid> {
+    use trainyard_shared::cycles::{create_cycle, CreateOutcome, CycleKind, NewCycle};
+    let new = NewCycle {
+        key: format!("adhoc-{}", Uuid::new_v4()),
+        kind: CycleKind::Adhoc,
+        cycle_date: chrono::Utc::now(),
+        deadline: chrono::Duration::hours(1),
+        requested_by: "test".into(),
+        org: org.map(trainyard_shared::OrgId),
+        model_type: model,
+        min_days: 180,
+        max_attempts: 3,
+    };
+    let CreateOutcome::Created { cycle_id, .. } = create_cycle(&env.pool, &new).await? else {
+        bail!("ad-hoc cycle not created");
+    };
+    let mut redis = env.redis().await?;
+    trainyard_shared::jobs::top_up(&env.pool, &mut redis, &env.queue_config(), 1000).await?;
+    Ok(cycle_id.0)
+}

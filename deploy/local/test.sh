@@ -12,4 +12,5 @@ source deploy/local/cargo-env.sh
 
 eval "$(deploy/local/services.sh)"
 echo "test.sh: DATABASE_URL=$DATABASE_URL REDIS_URL=$REDIS_URL CARGO_TARGET_DIR=$CARGO_TARGET_DIR" >&2
+cargo build --release --workspace --bins
 exec cargo test --release --workspace "$@"

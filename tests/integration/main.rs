@@ -1,1 +1,5 @@
-//! Integration tests.
+//! Integration tests against real PostgreSQL, real Redis and real worker
+//! processes. Each test makes its own database and Redis key prefix.
+
+mod cycle;
+mod scheduling;
