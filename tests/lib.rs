@@ -179,12 +179,13 @@ impl Drop for TestEnv {
 
 /// A built binary of the workspace, next to the test executable's directory.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    // Tests run from target/<profile>/deps, bench binaries from target/<profile>.
     let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .context("locating the target directory")?;
-    let path = dir.join(name);
+    let dir = exe.parent().context("locating the target directory")?;
+    let mut path = dir.join(name);
+    if !path.exists() {
+        path = dir.parent().map(|d| d.join(name)).unwrap_or_default();
+    }
     if !path.exists() {
         bail!(
             "{} is missing: build the binaries first (`cargo build --release --workspace --bins`, as deploy/local/test.sh does)",

@@ -120,15 +120,23 @@ pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome
         }
     }
 
-    // Days of usable data per organization and model type; one pass.
+    // Days of usable data per organization and model type, in one pass that
+    // hash-aggregates (org, day) first: much cheaper than three count(distinct).
+    sqlx::query("set local work_mem = '64MB'")
+        .execute(&mut *tx)
+        .await?;
     let rows = sqlx::query(
         "select o.id,
-                count(distinct m.date) filter (where m.co2e_kg is not null) as emissions_days,
-                count(distinct m.date) filter (where m.category = 'energy' and m.value is not null)
-                    as energy_days,
-                count(distinct m.date) as any_days
+                count(*) filter (where d.has_co2e) as emissions_days,
+                count(*) filter (where d.has_energy) as energy_days,
+                count(d.date) as any_days
          from organizations o
-         left join metrics_data m on m.organization_id = o.id
+         left join (select organization_id, date,
+                           bool_or(co2e_kg is not null) as has_co2e,
+                           bool_or(category = 'energy' and value is not null) as has_energy
+                    from metrics_data
+                    where ($1::uuid is null or organization_id = $1)
+                    group by organization_id, date) d on d.organization_id = o.id
          where ($1::uuid is null or o.id = $1)
          group by o.id
          order by o.id",
