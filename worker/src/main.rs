@@ -1,1 +1,15 @@
-fn main() {}
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    trainyard_shared::telemetry::init("info");
+    let cli = trainyard_worker::cli::Cli::parse();
+    match trainyard_worker::cli::execute(cli).await {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! The `trainyard-worker` command line: the queue consumer and the local
+//! training tools share one binary.
+
+use clap::{Parser, Subcommand};
+
+/// Trains trainyard's models: as a queue worker replica (`run`), or locally
+/// from a CSV with no services (`train`), plus stack checks and benchmarks.
+///
+/// Configuration comes from the environment (DATABASE_URL, REDIS_URL, PORT,
+/// TRAINYARD_*) or the flags of each subcommand; passwords are never printed.
+#[derive(Debug, Parser)]
+#[command(name = "trainyard-worker", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a worker replica: pull training jobs from Redis until SIGTERM.
+    Run(Box<crate::consumer::WorkerSettings>),
+}
+
+pub async fn execute(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Run(settings) => {
+            crate::consumer::run(*settings, crate::consumer::worker::shutdown_signal()).await?;
+            Ok(0)
+        }
+    }
+}
