@@ -5,11 +5,23 @@
 //! The contract the job handler relies on:
 //! - [`train_model`] prepares the rows, trains every candidate of the model
 //!   type on the same chronological split, scores them on the same holdout
-//!   and names a champion.
+//!   and names a champion (chosen on a validation window before the
+//!   holdout; see [`pipeline`]).
 //! - [`rescore`] loads a stored artifact (verifying its checksum) and scores it
 //!   on the holdout that the same request would use, so promotion compares
 //!   numbers from one window.
 
+pub mod artifact;
+pub mod challengers;
+pub mod data;
+pub mod metrics;
+pub mod pipeline;
 pub mod progress;
 
+pub use data::{DataReport, RawRow};
+pub use metrics::Metrics;
+pub use pipeline::{
+    rescore, train_model, AnomalyFlag, Candidate, ForecastPoint, SkippedCandidate, TrainError,
+    TrainOutcome, TrainRequest, TrainSettings,
+};
 pub use progress::EpochReport;

@@ -1,0 +1,454 @@
+//! Data preparation: raw activity rows become a clean daily series (forecasts)
+//! or a clean table of feature rows (anomaly detection), with a report of
+//! everything that was rejected, merged or filled, and a chronological split
+//! whose holdout is never seen in training.
+//!
+//! Rules, in order:
+//! 1. A row whose target is NaN (a NULL from the database arrives as NaN),
+//!    ±inf or negative is rejected and counted by reason.
+//! 2. Rows of the same date are summed (several meters or categories per day);
+//!    the number of dates that had more than one row is reported.
+//! 3. Missing days are filled by linear interpolation when the gap is at most
+//!    `max_gap_days` long. A longer gap means the older data describes another
+//!    regime of reporting: everything before it is dropped (and counted), so
+//!    the series is always the most recent contiguous stretch.
+//! 4. Fewer than `min_days` days is [`DataError::Insufficient`].
+//! 5. An all-zero or constant series (or training window) is
+//!    [`DataError::Invalid`]: there is nothing to learn and normalization
+//!    would divide by zero.
+//! 6. The last `holdout_days` days are the holdout; everything before is
+//!    training. Normalization parameters come from training data only.
+
+use std::collections::BTreeMap;
+
+use chrono::{Duration, NaiveDate};
+use serde::{Deserialize, Serialize};
+
+/// One activity row as loaded from `metrics_data` (or a CSV). A NULL column
+/// arrives as NaN.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawRow {
+    pub id: Option<i64>,
+    pub date: NaiveDate,
+    pub value: f64,
+    pub co2e_kg: f64,
+    pub grid_factor: f64,
+}
+
+/// Which column of [`RawRow`] a forecast learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Energy `value`.
+    Value,
+    /// Emissions `co2e_kg`.
+    Co2eKg,
+}
+
+impl Target {
+    fn of(self, row: &RawRow) -> f64 {
+        match self {
+            Target::Value => row.value,
+            Target::Co2eKg => row.co2e_kg,
+        }
+    }
+}
+
+/// Data that cannot be trained on. Both variants are final: retrying the same
+/// data gives the same answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DataError {
+    #[error("insufficient data: {have} usable days, at least {need} required")]
+    Insufficient { have: usize, need: usize },
+    #[error("invalid data: {0}")]
+    Invalid(String),
+}
+
+/// Rows rejected before aggregation, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedCounts {
+    pub nan: usize,
+    pub infinite: usize,
+    pub negative: usize,
+}
+
+impl RejectedCounts {
+    pub fn total(&self) -> usize {
+        self.nan + self.infinite + self.negative
+    }
+
+    /// Counts `x` under its reason and says whether it is usable.
+    fn check(&mut self, x: f64) -> bool {
+        if x.is_nan() {
+            self.nan += 1;
+            false
+        } else if x.is_infinite() {
+            self.infinite += 1;
+            false
+        } else if x < 0.0 {
+            self.negative += 1;
+            false
+        } else {
+            true
+        }
+    }
+}
+
+/// An inclusive range of dates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DateRange {
+    pub start: NaiveDate,
+    pub end: NaiveDate,
+}
+
+impl DateRange {
+    pub fn days(&self) -> usize {
+        ((self.end - self.start).num_days() + 1).max(0) as usize
+    }
+}
+
+/// What preparation did to the rows, for the job record and the CLI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataReport {
+    /// Rows handed in.
+    pub rows_in: usize,
+    /// Rows that contributed to the prepared data.
+    pub rows_used: usize,
+    pub rejected: RejectedCounts,
+    /// Dates that had more than one row (their rows were summed).
+    pub duplicate_dates: usize,
+    /// Days in the prepared data (forecasts: length of the daily series;
+    /// anomaly detection: distinct dates).
+    pub days: usize,
+    /// Days filled by interpolation.
+    pub gaps_filled: usize,
+    /// The interpolated stretches.
+    pub gaps: Vec<DateRange>,
+    /// Days with data dropped because a gap longer than `max_gap_days`
+    /// followed them.
+    pub dropped_days: usize,
+    pub train: DateRange,
+    pub holdout: DateRange,
+}
+
+/// Preparation settings (a subset of the training settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrepSettings {
+    pub min_days: usize,
+    pub holdout_days: usize,
+    pub max_gap_days: usize,
+}
+
+/// A gap-free daily series starting at `start`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DailySeries {
+    pub start: NaiveDate,
+    pub values: Vec<f64>,
+}
+
+impl DailySeries {
+    pub fn date_at(&self, index: usize) -> NaiveDate {
+        self.start + Duration::days(index as i64)
+    }
+
+    pub fn end(&self) -> NaiveDate {
+        self.date_at(self.values.len().saturating_sub(1))
+    }
+}
+
+/// A prepared daily series with its chronological split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedSeries {
+    pub series: DailySeries,
+    pub holdout_days: usize,
+    pub report: DataReport,
+}
+
+impl PreparedSeries {
+    /// Days before the holdout.
+    pub fn train(&self) -> &[f64] {
+        &self.series.values[..self.series.values.len() - self.holdout_days]
+    }
+
+    pub fn holdout(&self) -> &[f64] {
+        &self.series.values[self.series.values.len() - self.holdout_days..]
+    }
+}
+
+/// Aggregates, cleans, gap-fills and splits the rows into a daily series of
+/// `target`.
+pub fn prepare_series(
+    rows: &[RawRow],
+    target: Target,
+    settings: &PrepSettings,
+) -> Result<PreparedSeries, DataError> {
+    check_settings(settings)?;
+    let mut rejected = RejectedCounts::default();
+    let mut by_date: BTreeMap<NaiveDate, (f64, usize)> = BTreeMap::new();
+    for row in rows {
+        let x = target.of(row);
+        if rejected.check(x) {
+            let e = by_date.entry(row.date).or_insert((0.0, 0));
+            e.0 += x;
+            e.1 += 1;
+        }
+    }
+    let duplicate_dates = by_date.values().filter(|(_, n)| *n > 1).count();
+
+    // Walk the dates newest first, so a long gap cuts off the older part.
+    let dates: Vec<(NaiveDate, f64, usize)> =
+        by_date.iter().map(|(d, (v, n))| (*d, *v, *n)).collect();
+    let mut first_kept = 0;
+    for i in (1..dates.len()).rev() {
+        let missing = (dates[i].0 - dates[i - 1].0).num_days() as usize - 1;
+        if missing > settings.max_gap_days {
+            first_kept = i;
+            break;
+        }
+    }
+    let dropped_days = first_kept;
+    let kept = &dates[first_kept..];
+    let rows_used = kept.iter().map(|(_, _, n)| n).sum();
+
+    let mut values = Vec::new();
+    let mut gaps = Vec::new();
+    for (i, &(date, v, _)) in kept.iter().enumerate() {
+        if i > 0 {
+            let (prev_date, prev_v, _) = kept[i - 1];
+            let missing = (date - prev_date).num_days() - 1;
+            if missing > 0 {
+                let span = (missing + 1) as f64;
+                for k in 1..=missing {
+                    values.push(prev_v + (v - prev_v) * k as f64 / span);
+                }
+                gaps.push(DateRange {
+                    start: prev_date + Duration::days(1),
+                    end: date - Duration::days(1),
+                });
+            }
+        }
+        values.push(v);
+    }
+
+    if values.len() < settings.min_days {
+        return Err(DataError::Insufficient {
+            have: values.len(),
+            need: settings.min_days,
+        });
+    }
+    let start = kept[0].0;
+    let series = DailySeries { start, values };
+    check_variation(&series.values, "series")?;
+    let n = series.values.len();
+    let train_len = n - settings.holdout_days;
+    check_variation(&series.values[..train_len], "training window")?;
+
+    let report = DataReport {
+        rows_in: rows.len(),
+        rows_used,
+        rejected,
+        duplicate_dates,
+        days: n,
+        gaps_filled: gaps.iter().map(DateRange::days).sum(),
+        gaps,
+        dropped_days,
+        train: DateRange {
+            start,
+            end: series.date_at(train_len - 1),
+        },
+        holdout: DateRange {
+            start: series.date_at(train_len),
+            end: series.end(),
+        },
+    };
+    Ok(PreparedSeries {
+        series,
+        holdout_days: settings.holdout_days,
+        report,
+    })
+}
+
+/// One usable anomaly-detection row: features in the order
+/// (`co2e_kg`, `value`, `grid_factor`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FeatureRow {
+    pub id: Option<i64>,
+    pub date: NaiveDate,
+    pub features: [f64; 3],
+}
+
+/// Prepared anomaly-detection rows, sorted by date (then id), with the index
+/// of the first holdout row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedRows {
+    pub rows: Vec<FeatureRow>,
+    pub holdout_start: usize,
+    pub report: DataReport,
+}
+
+impl PreparedRows {
+    pub fn train(&self) -> &[FeatureRow] {
+        &self.rows[..self.holdout_start]
+    }
+
+    pub fn holdout(&self) -> &[FeatureRow] {
+        &self.rows[self.holdout_start..]
+    }
+}
+
+/// Cleans rows for anomaly detection. Rows are not aggregated (each row is
+/// scored), so duplicates are counted but kept and gaps are not filled; the
+/// day count is the span of dates covered, and the holdout is the rows of the
+/// last `holdout_days` calendar days.
+pub fn prepare_rows(rows: &[RawRow], settings: &PrepSettings) -> Result<PreparedRows, DataError> {
+    check_settings(settings)?;
+    let mut rejected = RejectedCounts::default();
+    let mut kept: Vec<FeatureRow> = Vec::new();
+    for row in rows {
+        let features = [row.co2e_kg, row.value, row.grid_factor];
+        // One reason per row: the first failing feature decides it.
+        let mut ok = true;
+        for x in features {
+            if !rejected.check(x) {
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            kept.push(FeatureRow {
+                id: row.id,
+                date: row.date,
+                features,
+            });
+        }
+    }
+    kept.sort_by(|a, b| a.date.cmp(&b.date).then(a.id.cmp(&b.id)));
+    let mut per_date: BTreeMap<NaiveDate, usize> = BTreeMap::new();
+    for r in &kept {
+        *per_date.entry(r.date).or_default() += 1;
+    }
+    let duplicate_dates = per_date.values().filter(|n| **n > 1).count();
+    let (Some(first), Some(last)) = (kept.first(), kept.last()) else {
+        return Err(DataError::Insufficient {
+            have: 0,
+            need: settings.min_days,
+        });
+    };
+    let span = DateRange {
+        start: first.date,
+        end: last.date,
+    };
+    let days = span.days();
+    if days < settings.min_days {
+        return Err(DataError::Insufficient {
+            have: days,
+            need: settings.min_days,
+        });
+    }
+    for f in 0..3 {
+        let column: Vec<f64> = kept.iter().map(|r| r.features[f]).collect();
+        if column.iter().all(|x| *x == 0.0) {
+            return Err(DataError::Invalid(format!(
+                "feature `{}` is zero on every row",
+                FEATURE_NAMES[f]
+            )));
+        }
+    }
+    if kept.iter().all(|r| r.features == kept[0].features) {
+        return Err(DataError::Invalid(
+            "every row has the same (co2e_kg, value, grid_factor)".into(),
+        ));
+    }
+    let holdout_first_date = span.end - Duration::days(settings.holdout_days as i64 - 1);
+    let holdout_start = kept.partition_point(|r| r.date < holdout_first_date);
+    let report = DataReport {
+        rows_in: rows.len(),
+        rows_used: kept.len(),
+        rejected,
+        duplicate_dates,
+        days,
+        gaps_filled: 0,
+        gaps: Vec::new(),
+        dropped_days: 0,
+        train: DateRange {
+            start: span.start,
+            end: holdout_first_date - Duration::days(1),
+        },
+        holdout: DateRange {
+            start: holdout_first_date,
+            end: span.end,
+        },
+    };
+    Ok(PreparedRows {
+        rows: kept,
+        holdout_start,
+        report,
+    })
+}
+
+/// Names of the anomaly features, in [`FeatureRow::features`] order.
+pub const FEATURE_NAMES: [&str; 3] = ["co2e_kg", "value", "grid_factor"];
+
+fn check_settings(s: &PrepSettings) -> Result<(), DataError> {
+    if s.holdout_days == 0 || s.min_days <= s.holdout_days {
+        return Err(DataError::Invalid(format!(
+            "min_days ({}) must exceed holdout_days ({}), which must be positive",
+            s.min_days, s.holdout_days
+        )));
+    }
+    Ok(())
+}
+
+fn check_variation(values: &[f64], what: &str) -> Result<(), DataError> {
+    if values.iter().all(|x| *x == 0.0) {
+        return Err(DataError::Invalid(format!("the {what} is zero every day")));
+    }
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(*x), hi.max(*x))
+        });
+    // Relative tolerance: sums of floats that "should" be equal differ in
+    // the last bits.
+    if hi - lo <= 1e-9 * hi.abs().max(1.0) {
+        return Err(DataError::Invalid(format!(
+            "the {what} is constant ({lo}); there is nothing to learn"
+        )));
+    }
+    Ok(())
+}
+
+/// Mean and standard deviation of one variable, from training data only.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Scaler {
+    #[serde(with = "crate::training::artifact::exact_f64")]
+    pub mean: f64,
+    #[serde(with = "crate::training::artifact::exact_f64")]
+    pub std: f64,
+}
+
+impl Scaler {
+    /// Fits on `values`. A zero spread becomes 1 so a constant feature maps
+    /// to 0 instead of NaN.
+    pub fn fit(values: impl Iterator<Item = f64> + Clone) -> Scaler {
+        let n = values.clone().count().max(1) as f64;
+        let mean = values.clone().sum::<f64>() / n;
+        let var = values.map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+        let std = var.sqrt();
+        Scaler {
+            mean,
+            std: if std > 1e-12 * mean.abs().max(1.0) {
+                std
+            } else {
+                1.0
+            },
+        }
+    }
+
+    pub fn apply(&self, x: f64) -> f64 {
+        (x - self.mean) / self.std
+    }
+
+    pub fn invert(&self, z: f64) -> f64 {
+        z * self.std + self.mean
+    }
+}

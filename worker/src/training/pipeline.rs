@@ -1,0 +1,745 @@
+//! The orchestrator: one training request in, every candidate of the model
+//! type trained and scored, a champion named, a forecast or anomaly flags
+//! out.
+//!
+//! ## How windows are used (and why the champion is chosen honestly)
+//!
+//! The prepared data is split chronologically into
+//!
+//! ```text
+//! |<---------------- training ---------------->|<- holdout ->|
+//! |<------------ fit ------------>|<- valid. ->|
+//! ```
+//!
+//! - Every candidate is **fitted on `fit` only** (the training days minus the
+//!   last `validation_days`), with normalization computed from `fit`.
+//! - The **champion** is the candidate with the lowest MAE on the validation
+//!   days (forecasts), or the lowest reconstruction RMSE on the validation
+//!   rows (anomaly detection), forecasting from the history up to the start
+//!   of the validation window. Ties go to the earlier candidate in the list.
+//!   The holdout plays no part in the choice.
+//! - Every candidate is then **scored on the holdout**, forecasting from the
+//!   whole training history (fit + validation): these are the metrics
+//!   reported in [`Candidate::metrics`], the numbers promotion compares. The
+//!   same model (no refit) produces both scores, so what is stored is
+//!   exactly what was measured, and [`rescore`] reproduces the holdout
+//!   metrics from the stored artifact.
+//! - The final **forecast** is the champion forecasting `horizon` days after
+//!   the last data day from the whole history (holdout included); anomaly
+//!   flags are the champion's scores on every prepared row against the
+//!   threshold stored with it.
+//!
+//! The anomaly threshold is the `anomaly_quantile` quantile (default 0.99,
+//! linear interpolation) of the model's scores on its own fitting rows: about
+//! 1 % of normal rows score above it, and clear outliers far above.
+
+use std::time::Instant;
+
+use chrono::{Duration, NaiveDate};
+use serde::{Deserialize, Serialize};
+use trainyard_shared::ModelType;
+
+use super::artifact::{
+    self, Artifact, ArtifactError, ArtifactHeader, Normalization, TrainingWindow,
+};
+use super::challengers::pca::{PcaConfig, PcaDetector};
+use super::challengers::seasonal_naive::SeasonalNaive;
+use super::challengers::seasonal_regression::{SeasonalRegression, SeasonalRegressionConfig};
+use super::challengers::ChallengerError;
+use super::data::{
+    self, DataError, DataReport, FeatureRow, PrepSettings, PreparedSeries, RawRow, Scaler, Target,
+};
+use super::metrics::{self, Metrics};
+use super::progress::EpochReport;
+
+/// Weekly season: the MASE denominator and the seasonal naive period.
+const SEASON: usize = 7;
+
+/// Why a training request or a rescore failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("insufficient data: {have} usable days, at least {need} required")]
+    InsufficientData { have: usize, need: usize },
+    #[error("invalid data: {0}")]
+    InvalidData(String),
+    #[error("invalid training settings: {0}")]
+    InvalidSettings(String),
+    #[error("corrupt model artifact: {0}")]
+    CorruptArtifact(String),
+    #[error("the artifact is a {artifact} model, the request is for {request}")]
+    ModelTypeMismatch {
+        artifact: ModelType,
+        request: ModelType,
+    },
+    #[error("no candidate could be trained: {0}")]
+    NoCandidate(String),
+}
+
+impl TrainError {
+    /// Whether the failure is caused by the input (data, settings or stored
+    /// artifact): final, never retried, since the same input fails the same
+    /// way.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            TrainError::InsufficientData { .. }
+            | TrainError::InvalidData(_)
+            | TrainError::InvalidSettings(_)
+            | TrainError::CorruptArtifact(_)
+            | TrainError::ModelTypeMismatch { .. } => true,
+            TrainError::NoCandidate(_) => false,
+        }
+    }
+}
+
+impl From<DataError> for TrainError {
+    fn from(e: DataError) -> Self {
+        match e {
+            DataError::Insufficient { have, need } => TrainError::InsufficientData { have, need },
+            DataError::Invalid(m) => TrainError::InvalidData(m),
+        }
+    }
+}
+
+impl From<ArtifactError> for TrainError {
+    fn from(e: ArtifactError) -> Self {
+        match e {
+            ArtifactError::Corrupt(m) => TrainError::CorruptArtifact(m),
+        }
+    }
+}
+
+/// Everything configurable about a training run. `Default` is the
+/// production setting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    /// Usable days required (after cleaning and gap filling).
+    pub min_days: usize,
+    /// Days at the end held out for evaluation.
+    pub holdout_days: usize,
+    /// Days before the holdout used to choose the champion.
+    pub validation_days: usize,
+    /// Days forecast after the last data day.
+    pub horizon: usize,
+    /// Gaps up to this many days are interpolated; longer ones cut the
+    /// history.
+    pub max_gap_days: usize,
+    pub seasonal_regression: SeasonalRegressionConfig,
+    pub pca: PcaConfig,
+    /// Quantile of the fitting rows' scores used as the anomaly threshold.
+    pub anomaly_quantile: f64,
+    /// Algorithms not to train (e.g. `["lstm"]` for a quick run).
+    pub exclude: Vec<String>,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            min_days: 180,
+            holdout_days: 30,
+            validation_days: 30,
+            horizon: 30,
+            max_gap_days: 7,
+            seasonal_regression: SeasonalRegressionConfig::default(),
+            pca: PcaConfig::default(),
+            anomaly_quantile: 0.99,
+            exclude: Vec::new(),
+        }
+    }
+}
+
+impl TrainSettings {
+    fn prep(&self) -> PrepSettings {
+        PrepSettings {
+            min_days: self.min_days,
+            holdout_days: self.holdout_days,
+            max_gap_days: self.max_gap_days,
+        }
+    }
+
+    /// Days the models need to fit on after validation and holdout are cut.
+    const MIN_FIT_DAYS: usize = 60;
+
+    fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::InvalidSettings(m));
+        if self.holdout_days == 0 || self.validation_days == 0 || self.horizon == 0 {
+            return bad("holdout_days, validation_days and horizon must be positive".into());
+        }
+        if self.min_days < self.holdout_days + self.validation_days + Self::MIN_FIT_DAYS {
+            return bad(format!(
+                "min_days ({}) must be at least holdout_days + validation_days + {} ({})",
+                self.min_days,
+                Self::MIN_FIT_DAYS,
+                self.holdout_days + self.validation_days + Self::MIN_FIT_DAYS
+            ));
+        }
+        if !(0.5..1.0).contains(&self.anomaly_quantile) {
+            return bad(format!(
+                "anomaly_quantile must be in [0.5, 1), got {}",
+                self.anomaly_quantile
+            ));
+        }
+        Ok(())
+    }
+
+    fn includes(&self, algorithm: &str) -> bool {
+        !self.exclude.iter().any(|e| e == algorithm)
+    }
+}
+
+/// One job's worth of training.
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    pub model_type: ModelType,
+    /// The organization's rows for this model type.
+    pub rows: Vec<RawRow>,
+    pub settings: TrainSettings,
+    /// Seeds the neural models (derive it from the job's identity so a
+    /// re-run reproduces the same weights).
+    pub seed: u64,
+}
+
+/// One forecast day, in the series' units.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ForecastPoint {
+    pub date: NaiveDate,
+    pub value: f64,
+}
+
+/// The champion's verdict on one row.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyFlag {
+    pub row_id: Option<i64>,
+    pub date: NaiveDate,
+    pub score: f64,
+    pub threshold: f64,
+    pub is_anomaly: bool,
+}
+
+/// One trained and scored candidate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Candidate {
+    /// `lstm`, `seasonal_naive`, `seasonal_regression`, `autoencoder`, `pca`.
+    pub algorithm: String,
+    /// Holdout metrics (what is reported and compared for promotion).
+    pub metrics: Metrics,
+    /// Validation metrics (what the champion was chosen on).
+    pub validation: Metrics,
+    /// The self-describing blob ([`artifact`] module).
+    #[serde(skip)]
+    pub artifact: Vec<u8>,
+    /// Hex sha256 of `artifact`.
+    pub sha256: String,
+    pub train_seconds: f64,
+}
+
+/// A candidate that failed to train; the others still compete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SkippedCandidate {
+    pub algorithm: String,
+    pub reason: String,
+}
+
+/// The result of [`train_model`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainOutcome {
+    pub candidates: Vec<Candidate>,
+    /// Index into `candidates`.
+    pub champion: usize,
+    /// Champion forecast for `horizon` days after the last data day (empty
+    /// for anomaly detection).
+    pub forecast: Vec<ForecastPoint>,
+    /// Champion flags on every prepared row (empty for forecasts).
+    pub anomalies: Vec<AnomalyFlag>,
+    pub data: DataReport,
+    /// Days (forecasts) or rows (anomaly detection) the models were fitted on.
+    pub training_samples: usize,
+    pub skipped: Vec<SkippedCandidate>,
+}
+
+impl TrainOutcome {
+    pub fn champion(&self) -> &Candidate {
+        &self.candidates[self.champion]
+    }
+}
+
+/// Trains every candidate of `req.model_type`, scores them, names the
+/// champion (see the module docs for the windows), and produces its forecast
+/// or anomaly flags.
+pub fn train_model(
+    req: &TrainRequest,
+    on_epoch: &mut dyn FnMut(&EpochReport),
+) -> Result<TrainOutcome, TrainError> {
+    req.settings.validate()?;
+    match target_of(req.model_type) {
+        Some(target) => train_forecast(req, target, on_epoch),
+        None => train_anomaly(req, on_epoch),
+    }
+}
+
+/// Scores a stored model (checksum verified) on the holdout that `req` would
+/// use: the same numbers [`train_model`] reported for it when `req` is the
+/// request it was trained from.
+pub fn rescore(artifact_bytes: &[u8], req: &TrainRequest) -> Result<Metrics, TrainError> {
+    req.settings.validate()?;
+    let artifact = Artifact::from_bytes(artifact_bytes)?;
+    if artifact.header.model_type != req.model_type {
+        return Err(TrainError::ModelTypeMismatch {
+            artifact: artifact.header.model_type,
+            request: req.model_type,
+        });
+    }
+    match target_of(req.model_type) {
+        Some(target) => {
+            let prep = data::prepare_series(&req.rows, target, &req.settings.prep())?;
+            let model = ForecastModel::load(&artifact)?;
+            Ok(score_holdout(&model, &prep))
+        }
+        None => {
+            let prep = data::prepare_rows(&req.rows, &req.settings.prep())?;
+            let model = AnomalyModel::load(&artifact)?;
+            let holdout = model.standardize(prep.holdout());
+            Ok(metrics::reconstruction(&holdout, &model.scores(&holdout)))
+        }
+    }
+}
+
+fn target_of(model_type: ModelType) -> Option<Target> {
+    match model_type {
+        ModelType::EnergyForecast => Some(Target::Value),
+        ModelType::EmissionsForecast => Some(Target::Co2eKg),
+        ModelType::AnomalyDetection => None,
+    }
+}
+
+/// Algorithms competing for a model type, in tie-break order.
+pub fn algorithms(model_type: ModelType) -> &'static [&'static str] {
+    if model_type.is_forecast() {
+        &["seasonal_regression", "seasonal_naive"]
+    } else {
+        &["pca"]
+    }
+}
+
+fn train_forecast(
+    req: &TrainRequest,
+    target: Target,
+    on_epoch: &mut dyn FnMut(&EpochReport),
+) -> Result<TrainOutcome, TrainError> {
+    let settings = &req.settings;
+    let prep = data::prepare_series(&req.rows, target, &settings.prep())?;
+    let start = prep.series.start;
+    let train = prep.train();
+    let fit_len = train.len() - settings.validation_days;
+    let fit = &train[..fit_len];
+    let validation = &train[fit_len..];
+    let window = TrainingWindow {
+        start,
+        end: prep.series.date_at(fit_len - 1),
+        samples: fit_len,
+    };
+    let val_scale = metrics::naive_scale(fit, SEASON);
+
+    let mut candidates = Vec::new();
+    let mut models = Vec::new();
+    let mut skipped = Vec::new();
+    for &algorithm in algorithms(req.model_type) {
+        if !settings.includes(algorithm) {
+            continue;
+        }
+        let t0 = Instant::now();
+        let model = match ForecastModel::fit(algorithm, fit, start, settings, req.seed, on_epoch) {
+            Ok(m) => m,
+            Err(reason) => {
+                tracing::warn!(algorithm, %reason, "candidate skipped");
+                skipped.push(SkippedCandidate {
+                    algorithm: algorithm.into(),
+                    reason,
+                });
+                continue;
+            }
+        };
+        let train_seconds = t0.elapsed().as_secs_f64();
+        let val_pred = model.forecast(fit, start, validation.len());
+        let validation_metrics = metrics::forecast(validation, &val_pred, val_scale);
+        let metrics = score_holdout(&model, &prep);
+        let bytes = model
+            .to_artifact(req.model_type, window)
+            .to_bytes();
+        candidates.push(Candidate {
+            algorithm: algorithm.into(),
+            metrics,
+            validation: validation_metrics,
+            sha256: artifact::sha256_hex(&bytes),
+            artifact: bytes,
+            train_seconds,
+        });
+        models.push(model);
+    }
+    let champion = pick_champion(&candidates, |c| c.validation.mae, &skipped)?;
+    let all = &prep.series.values;
+    let last = prep.series.end();
+    let forecast = models[champion]
+        .forecast(all, start, settings.horizon)
+        .into_iter()
+        .enumerate()
+        .map(|(h, value)| ForecastPoint {
+            date: last + Duration::days(h as i64 + 1),
+            value,
+        })
+        .collect();
+    Ok(TrainOutcome {
+        candidates,
+        champion,
+        forecast,
+        anomalies: Vec::new(),
+        data: prep.report.clone(),
+        training_samples: fit_len,
+        skipped,
+    })
+}
+
+fn score_holdout(model: &ForecastModel, prep: &PreparedSeries) -> Metrics {
+    let train = prep.train();
+    let pred = model.forecast(train, prep.series.start, prep.holdout_days);
+    metrics::forecast(prep.holdout(), &pred, metrics::naive_scale(train, SEASON))
+}
+
+fn pick_champion(
+    candidates: &[Candidate],
+    loss: impl Fn(&Candidate) -> f64,
+    skipped: &[SkippedCandidate],
+) -> Result<usize, TrainError> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, c) in candidates.iter().enumerate() {
+        // A NaN loss never wins.
+        let l = loss(c);
+        let l = if l.is_nan() { f64::INFINITY } else { l };
+        if best.is_none_or(|(_, b)| l < b) {
+            best = Some((i, l));
+        }
+    }
+    best.map(|(i, _)| i).ok_or_else(|| {
+        TrainError::NoCandidate(
+            skipped
+                .iter()
+                .map(|s| format!("{}: {}", s.algorithm, s.reason))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })
+}
+
+/// A fitted forecaster of any algorithm. Forecasts are in the series' units
+/// and never negative (every target is a non-negative quantity).
+#[derive(Debug, Clone)]
+enum ForecastModel {
+    SeasonalNaive(SeasonalNaive),
+    SeasonalRegression(SeasonalRegression),
+}
+
+impl ForecastModel {
+    fn fit(
+        algorithm: &str,
+        fit: &[f64],
+        start: NaiveDate,
+        settings: &TrainSettings,
+        _seed: u64,
+        _on_epoch: &mut dyn FnMut(&EpochReport),
+    ) -> Result<ForecastModel, String> {
+        match algorithm {
+            "seasonal_naive" => Ok(ForecastModel::SeasonalNaive(SeasonalNaive::default())),
+            "seasonal_regression" => {
+                SeasonalRegression::fit(fit, start, &settings.seasonal_regression)
+                    .map(ForecastModel::SeasonalRegression)
+                    .map_err(|e: ChallengerError| e.to_string())
+            }
+            other => Err(format!("unknown forecast algorithm `{other}`")),
+        }
+    }
+
+    fn algorithm(&self) -> &'static str {
+        match self {
+            ForecastModel::SeasonalNaive(_) => "seasonal_naive",
+            ForecastModel::SeasonalRegression(_) => "seasonal_regression",
+        }
+    }
+
+    fn forecast(&self, history: &[f64], start: NaiveDate, horizon: usize) -> Vec<f64> {
+        let raw = match self {
+            ForecastModel::SeasonalNaive(m) => m.forecast(history, horizon),
+            ForecastModel::SeasonalRegression(m) => m.forecast(history, start, horizon),
+        };
+        raw.into_iter()
+            .map(|x| if x.is_finite() { x.max(0.0) } else { 0.0 })
+            .collect()
+    }
+
+    fn to_artifact(&self, model_type: ModelType, window: TrainingWindow) -> Artifact {
+        let (config, normalization, model) = match self {
+            ForecastModel::SeasonalNaive(m) => (to_json(m), Normalization::None, Vec::new()),
+            ForecastModel::SeasonalRegression(m) => (
+                to_json(&m.config),
+                Normalization::None,
+                serde_json::to_vec(m).expect("the model serializes"),
+            ),
+        };
+        Artifact {
+            header: header(model_type, self.algorithm(), config, normalization, None, window),
+            model,
+        }
+    }
+
+    fn load(artifact: &Artifact) -> Result<ForecastModel, TrainError> {
+        let h = &artifact.header;
+        match h.algorithm.as_str() {
+            "seasonal_naive" => Ok(ForecastModel::SeasonalNaive(from_json_value(&h.config)?)),
+            "seasonal_regression" => Ok(ForecastModel::SeasonalRegression(from_json_bytes(
+                &artifact.model,
+            )?)),
+            other => Err(TrainError::CorruptArtifact(format!(
+                "unknown forecast algorithm `{other}`"
+            ))),
+        }
+    }
+}
+
+fn train_anomaly(
+    req: &TrainRequest,
+    on_epoch: &mut dyn FnMut(&EpochReport),
+) -> Result<TrainOutcome, TrainError> {
+    let settings = &req.settings;
+    let prep = data::prepare_rows(&req.rows, &settings.prep())?;
+    let train = prep.train();
+    let val_first = prep.report.train.end - Duration::days(settings.validation_days as i64 - 1);
+    let fit_len = train.partition_point(|r| r.date < val_first);
+    let (fit, validation) = train.split_at(fit_len);
+    if fit.len() < 8 {
+        return Err(TrainError::InsufficientData {
+            have: fit.len(),
+            need: 8,
+        });
+    }
+    let scalers: [Scaler; 3] =
+        std::array::from_fn(|f| Scaler::fit(fit.iter().map(move |r| r.features[f])));
+    let window = TrainingWindow {
+        start: fit[0].date,
+        end: val_first - Duration::days(1),
+        samples: fit.len(),
+    };
+
+    let mut candidates = Vec::new();
+    let mut models = Vec::new();
+    let mut skipped = Vec::new();
+    for &algorithm in algorithms(req.model_type) {
+        if !settings.includes(algorithm) {
+            continue;
+        }
+        let t0 = Instant::now();
+        let model = match AnomalyModel::fit(algorithm, fit, scalers, settings, req.seed, on_epoch)
+        {
+            Ok(m) => m,
+            Err(reason) => {
+                tracing::warn!(algorithm, %reason, "candidate skipped");
+                skipped.push(SkippedCandidate {
+                    algorithm: algorithm.into(),
+                    reason,
+                });
+                continue;
+            }
+        };
+        let train_seconds = t0.elapsed().as_secs_f64();
+        // Without validation rows (sparse data), the choice falls back to
+        // the in-sample fit.
+        let val_rows = model.standardize(if validation.is_empty() { fit } else { validation });
+        let validation_metrics = metrics::reconstruction(&val_rows, &model.scores(&val_rows));
+        let hold_rows = model.standardize(prep.holdout());
+        let metrics = metrics::reconstruction(&hold_rows, &model.scores(&hold_rows));
+        let bytes = model.to_artifact(window).to_bytes();
+        candidates.push(Candidate {
+            algorithm: algorithm.into(),
+            metrics,
+            validation: validation_metrics,
+            sha256: artifact::sha256_hex(&bytes),
+            artifact: bytes,
+            train_seconds,
+        });
+        models.push(model);
+    }
+    let champion = pick_champion(&candidates, |c| c.validation.rmse, &skipped)?;
+    let model = &models[champion];
+    let all = model.standardize(&prep.rows);
+    let anomalies = model
+        .scores(&all)
+        .into_iter()
+        .zip(&prep.rows)
+        .map(|(score, row)| AnomalyFlag {
+            row_id: row.id,
+            date: row.date,
+            score,
+            threshold: model.threshold,
+            is_anomaly: score > model.threshold,
+        })
+        .collect();
+    Ok(TrainOutcome {
+        candidates,
+        champion,
+        forecast: Vec::new(),
+        anomalies,
+        data: prep.report.clone(),
+        training_samples: fit.len(),
+        skipped,
+    })
+}
+
+/// A fitted anomaly detector with its standardization and threshold.
+#[derive(Debug, Clone)]
+struct AnomalyModel {
+    scalers: [Scaler; 3],
+    threshold: f64,
+    kind: AnomalyKind,
+}
+
+#[derive(Debug, Clone)]
+enum AnomalyKind {
+    Pca(PcaDetector),
+}
+
+impl AnomalyModel {
+    fn fit(
+        algorithm: &str,
+        fit: &[FeatureRow],
+        scalers: [Scaler; 3],
+        settings: &TrainSettings,
+        _seed: u64,
+        _on_epoch: &mut dyn FnMut(&EpochReport),
+    ) -> Result<AnomalyModel, String> {
+        let rows = standardize(&scalers, fit);
+        let kind = match algorithm {
+            "pca" => AnomalyKind::Pca(
+                PcaDetector::fit(&rows, &settings.pca).map_err(|e| e.to_string())?,
+            ),
+            other => return Err(format!("unknown anomaly algorithm `{other}`")),
+        };
+        let mut model = AnomalyModel {
+            scalers,
+            threshold: 0.0,
+            kind,
+        };
+        model.threshold = quantile(model.scores(&rows), settings.anomaly_quantile);
+        Ok(model)
+    }
+
+    fn algorithm(&self) -> &'static str {
+        match self.kind {
+            AnomalyKind::Pca(_) => "pca",
+        }
+    }
+
+    fn standardize(&self, rows: &[FeatureRow]) -> Vec<[f64; 3]> {
+        standardize(&self.scalers, rows)
+    }
+
+    fn scores(&self, rows: &[[f64; 3]]) -> Vec<f64> {
+        match &self.kind {
+            AnomalyKind::Pca(m) => m.scores(rows),
+        }
+    }
+
+    fn to_artifact(&self, window: TrainingWindow) -> Artifact {
+        let (config, model) = match &self.kind {
+            AnomalyKind::Pca(m) => (
+                to_json(&m.config),
+                serde_json::to_vec(m).expect("the model serializes"),
+            ),
+        };
+        Artifact {
+            header: header(
+                ModelType::AnomalyDetection,
+                self.algorithm(),
+                config,
+                Normalization::Features {
+                    scalers: self.scalers,
+                },
+                Some(self.threshold),
+                window,
+            ),
+            model,
+        }
+    }
+
+    fn load(artifact: &Artifact) -> Result<AnomalyModel, TrainError> {
+        let h = &artifact.header;
+        let Normalization::Features { scalers } = h.normalization else {
+            return Err(TrainError::CorruptArtifact(
+                "an anomaly model without feature normalization".into(),
+            ));
+        };
+        let threshold = h.threshold.ok_or_else(|| {
+            TrainError::CorruptArtifact("an anomaly model without a threshold".into())
+        })?;
+        let kind = match h.algorithm.as_str() {
+            "pca" => AnomalyKind::Pca(from_json_bytes(&artifact.model)?),
+            other => {
+                return Err(TrainError::CorruptArtifact(format!(
+                    "unknown anomaly algorithm `{other}`"
+                )))
+            }
+        };
+        Ok(AnomalyModel {
+            scalers,
+            threshold,
+            kind,
+        })
+    }
+}
+
+fn standardize(scalers: &[Scaler; 3], rows: &[FeatureRow]) -> Vec<[f64; 3]> {
+    rows.iter()
+        .map(|r| std::array::from_fn(|f| scalers[f].apply(r.features[f])))
+        .collect()
+}
+
+/// The `q` quantile with linear interpolation between order statistics.
+fn quantile(mut xs: Vec<f64>, q: f64) -> f64 {
+    xs.retain(|x| x.is_finite());
+    if xs.is_empty() {
+        return f64::INFINITY;
+    }
+    xs.sort_by(f64::total_cmp);
+    let pos = q * (xs.len() - 1) as f64;
+    let (lo, frac) = (pos.floor() as usize, pos.fract());
+    let hi = (lo + 1).min(xs.len() - 1);
+    xs[lo] + (xs[hi] - xs[lo]) * frac
+}
+
+fn header(
+    model_type: ModelType,
+    algorithm: &str,
+    config: serde_json::Value,
+    normalization: Normalization,
+    threshold: Option<f64>,
+    window: TrainingWindow,
+) -> ArtifactHeader {
+    ArtifactHeader {
+        format_version: artifact::FORMAT_VERSION,
+        model_type,
+        algorithm: algorithm.into(),
+        config,
+        normalization,
+        threshold,
+        window,
+        created_by: concat!("trainyard-worker ", env!("CARGO_PKG_VERSION")).into(),
+    }
+}
+
+fn to_json<T: Serialize>(x: &T) -> serde_json::Value {
+    serde_json::to_value(x).expect("configs serialize")
+}
+
+fn from_json_value<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, TrainError> {
+    T::deserialize(v).map_err(|e| TrainError::CorruptArtifact(format!("bad config: {e}")))
+}
+
+fn from_json_bytes<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, TrainError> {
+    serde_json::from_slice(b).map_err(|e| TrainError::CorruptArtifact(format!("bad model: {e}")))
+}
