@@ -105,7 +105,8 @@ log "DATABASE_URL=$DATABASE_URL REDIS_URL=$REDIS_URL"
 
 if [[ -z $DEMO_BIN_DIR ]]; then
     log "building release binaries into $CARGO_TARGET_DIR (the first build takes several minutes)"
-    cargo build --release -p trainyard-scheduler -p trainyard-worker
+    # The same feature set as the test build, so the two share one compiled tree.
+    cargo build --release --workspace --bins
 fi
 [[ -x $SCHEDULER && -x $WORKER ]] || die "trainyard-scheduler and trainyard-worker not found in $BIN_DIR"
 
