@@ -18,7 +18,11 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("enqueue") => {
-            let orgs = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(10_000);
+            let orgs = args
+                .get(1)
+                .map(|s| s.parse())
+                .transpose()?
+                .unwrap_or(10_000);
             bench_enqueue(orgs).await
         }
         Some("cycle") => {
@@ -79,10 +83,14 @@ async fn bench_cycle(orgs: usize, workers: usize) -> anyhow::Result<()> {
     let mut extra: Vec<(String, String)> = Vec::new();
     for key in ["TRAINYARD_LSTM_EPOCHS", "TRAINYARD_AE_EPOCHS"] {
         // Default: the seed model's epochs (unset the test harness' small values).
-        let v = std::env::var(key).unwrap_or_else(|_| if key.contains("LSTM") { "50" } else { "30" }.into());
+        let v = std::env::var(key)
+            .unwrap_or_else(|_| if key.contains("LSTM") { "50" } else { "30" }.into());
         extra.push((key.to_string(), v));
     }
-    let extra_ref: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let extra_ref: Vec<(&str, &str)> = extra
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let mut pids = Vec::new();
     for _ in 0..workers {
         pids.push(env.spawn_worker(&extra_ref)?);
@@ -95,10 +103,11 @@ async fn bench_cycle(orgs: usize, workers: usize) -> anyhow::Result<()> {
         for (i, pid) in pids.iter().enumerate() {
             peak_rss_kb[i] = peak_rss_kb[i].max(vm_hwm_kb(*pid).unwrap_or(0));
         }
-        let status: String = sqlx::query_scalar("select status from ml_training_cycles where id = $1")
-            .bind(cycle)
-            .fetch_one(&env.pool)
-            .await?;
+        let status: String =
+            sqlx::query_scalar("select status from ml_training_cycles where id = $1")
+                .bind(cycle)
+                .fetch_one(&env.pool)
+                .await?;
         if status != "running" {
             break;
         }

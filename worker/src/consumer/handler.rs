@@ -24,7 +24,10 @@ pub fn seed_for(job: &ClaimedJob) -> u64 {
     (b as u64) ^ ((b >> 64) as u64)
 }
 
-pub async fn handle(payload: serde_json::Value, state: Data<Arc<WorkerState>>) -> Result<(), BoxDynError> {
+pub async fn handle(
+    payload: serde_json::Value,
+    state: Data<Arc<WorkerState>>,
+) -> Result<(), BoxDynError> {
     let job: TrainJob = match serde_json::from_value(payload.clone()) {
         Ok(j) => j,
         Err(e) => {
@@ -107,9 +110,18 @@ enum Trained {
 }
 
 async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Result<(), BoxDynError> {
-    let exists = with_db_retry(state, "checking the organization", || data::org_exists(&state.pool, job.org_id)).await?;
+    let exists = with_db_retry(state, "checking the organization", || {
+        data::org_exists(&state.pool, job.org_id)
+    })
+    .await?;
     if !exists {
-        return finish(state, job, "failed", "the organization no longer exists (deleted during the cycle)").await;
+        return finish(
+            state,
+            job,
+            "failed",
+            "the organization no longer exists (deleted during the cycle)",
+        )
+        .await;
     }
     let rows = with_db_retry(state, "loading the organization's data", || {
         data::load_rows(&state.pool, job.org_id, job.model_type)
@@ -159,7 +171,12 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Result<(), BoxDyn
             },
         };
         let epochs = epochs.lock().map(|v| v.clone()).unwrap_or_default();
-        Trained::Done(Box::new(outcome), epochs, incumbent, started.elapsed().as_secs_f64())
+        Trained::Done(
+            Box::new(outcome),
+            epochs,
+            incumbent,
+            started.elapsed().as_secs_f64(),
+        )
     });
 
     let trained = tokio::select! {
@@ -195,7 +212,11 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Result<(), BoxDyn
             finish(state, job, "failed", &format!("training panicked: {msg}")).await
         }
         Trained::Rejected(e) => {
-            let status = if matches!(e, TrainError::InsufficientData { .. }) { "skipped" } else { "failed" };
+            let status = if matches!(e, TrainError::InsufficientData { .. }) {
+                "skipped"
+            } else {
+                "failed"
+            };
             tracing::warn!(job.id = %job.job_id, job.status = status, reason = %e, "training did not produce a model");
             finish(state, job, status, &e.to_string()).await
         }
@@ -213,14 +234,21 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Result<(), BoxDyn
                         promoted = w.promoted, reason = %w.reason, train_seconds = seconds,
                         "training succeeded");
                 }
-                None => tracing::warn!(job.id = %job.job_id, "results discarded: the job was taken over or ended meanwhile"),
+                None => {
+                    tracing::warn!(job.id = %job.job_id, "results discarded: the job was taken over or ended meanwhile")
+                }
             }
             Ok(())
         }
     }
 }
 
-async fn finish(state: &WorkerState, job: &ClaimedJob, status: &str, reason: &str) -> Result<(), BoxDynError> {
+async fn finish(
+    state: &WorkerState,
+    job: &ClaimedJob,
+    status: &str,
+    reason: &str,
+) -> Result<(), BoxDynError> {
     let owned = with_db_retry(state, "recording the job's end", || {
         jobs::finish_without_model(&state.pool, job, status, reason)
     })
@@ -239,7 +267,8 @@ async fn shutdown_then_grace(state: &WorkerState) {
 
 async fn top_up(state: &WorkerState) {
     let mut conn = state.redis.clone();
-    if let Err(e) = jobs::top_up(&state.pool, &mut conn, &state.queue, state.settings.window).await {
+    if let Err(e) = jobs::top_up(&state.pool, &mut conn, &state.queue, state.settings.window).await
+    {
         tracing::warn!(error = %e, "topping up the queue failed; the scheduler's sweeper will do it");
     }
 }
@@ -248,7 +277,11 @@ async fn top_up(state: &WorkerState) {
 /// exponential backoff, up to the configured budget. An outage alone never
 /// fails a job: if it lasts longer, the delivery errors and the lease and
 /// sweeper bring the job back.
-async fn with_db_retry<T, E, F, Fut>(state: &WorkerState, what: &str, mut op: F) -> Result<T, BoxDynError>
+async fn with_db_retry<T, E, F, Fut>(
+    state: &WorkerState,
+    what: &str,
+    mut op: F,
+) -> Result<T, BoxDynError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,

@@ -10,7 +10,9 @@ use super::worker::WorkerState;
 use std::sync::Arc;
 
 pub fn router(state: Arc<WorkerState>) -> Router {
-    Router::new().route("/health", get(health)).with_state(state)
+    Router::new()
+        .route("/health", get(health))
+        .with_state(state)
 }
 
 async fn health(State(state): State<Arc<WorkerState>>) -> (StatusCode, Json<Value>) {
@@ -20,13 +22,10 @@ async fn health(State(state): State<Arc<WorkerState>>) -> (StatusCode, Json<Valu
         .map(|r| r.is_ok())
         .unwrap_or(false);
     let mut conn = state.redis.clone();
-    let redis = tokio::time::timeout(
-        limit,
-        redis::cmd("PING").query_async::<String>(&mut conn),
-    )
-    .await
-    .map(|r| r.is_ok())
-    .unwrap_or(false);
+    let redis = tokio::time::timeout(limit, redis::cmd("PING").query_async::<String>(&mut conn))
+        .await
+        .map(|r| r.is_ok())
+        .unwrap_or(false);
     let up = |b: bool| if b { "up" } else { "down" };
     let code = if pg && redis {
         StatusCode::OK

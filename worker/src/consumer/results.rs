@@ -38,10 +38,12 @@ pub enum Incumbent {
 pub fn promotion_decision(champion_accuracy: f64, incumbent: &Incumbent) -> (bool, String) {
     match incumbent {
         Incumbent::None => (true, "no active model".to_string()),
-        Incumbent::Unusable { version, reason, .. } => {
-            (true, format!("active model v{version} unusable: {reason}"))
-        }
-        Incumbent::Scored { version, metrics, .. } => {
+        Incumbent::Unusable {
+            version, reason, ..
+        } => (true, format!("active model v{version} unusable: {reason}")),
+        Incumbent::Scored {
+            version, metrics, ..
+        } => {
             let margin = champion_accuracy - metrics.accuracy;
             if margin > PROMOTION_MARGIN {
                 (
@@ -230,8 +232,23 @@ pub async fn write_success(
         )
         .await?;
     }
-    if let Incumbent::Scored { model_id: inc, algorithm, metrics, .. } = incumbent {
-        insert_evaluation(&mut tx, job, "incumbent", algorithm, Some(*inc), false, metrics).await?;
+    if let Incumbent::Scored {
+        model_id: inc,
+        algorithm,
+        metrics,
+        ..
+    } = incumbent
+    {
+        insert_evaluation(
+            &mut tx,
+            job,
+            "incumbent",
+            algorithm,
+            Some(*inc),
+            false,
+            metrics,
+        )
+        .await?;
     }
 
     if !outcome.forecast.is_empty() {

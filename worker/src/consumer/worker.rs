@@ -100,7 +100,9 @@ pub async fn run(
 
     // Fill the window in case the queue was left empty (e.g. Redis restarted).
     let mut c = redis.clone();
-    if let Err(e) = trainyard_shared::jobs::top_up(&pool, &mut c, &queue_config, settings.window).await {
+    if let Err(e) =
+        trainyard_shared::jobs::top_up(&pool, &mut c, &queue_config, settings.window).await
+    {
         tracing::warn!(error = %e, "initial queue top-up failed");
     }
 

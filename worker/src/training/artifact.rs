@@ -211,9 +211,18 @@ mod tests {
                 config: serde_json::json!({"components": 2}),
                 normalization: Normalization::Features {
                     scalers: [
-                        Scaler { mean: 0.1 + 0.2, std: 1.0 / 3.0 },
-                        Scaler { mean: 1e-300, std: 7.0 },
-                        Scaler { mean: 123456.789012345, std: f64::MIN_POSITIVE },
+                        Scaler {
+                            mean: 0.1 + 0.2,
+                            std: 1.0 / 3.0,
+                        },
+                        Scaler {
+                            mean: 1e-300,
+                            std: 7.0,
+                        },
+                        Scaler {
+                            mean: 123456.789012345,
+                            std: f64::MIN_POSITIVE,
+                        },
                     ],
                 },
                 threshold: Some(2.0f64.sqrt()),

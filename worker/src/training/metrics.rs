@@ -76,7 +76,8 @@ pub fn forecast(actual: &[f64], predicted: &[f64], mase_scale: Option<f64>) -> M
         .filter(|(a, _)| **a != 0.0)
         .map(|(a, e)| (e / a).abs())
         .collect();
-    let mape = (!nonzero.is_empty()).then(|| 100.0 * nonzero.iter().sum::<f64>() / nonzero.len() as f64);
+    let mape =
+        (!nonzero.is_empty()).then(|| 100.0 * nonzero.iter().sum::<f64>() / nonzero.len() as f64);
     Metrics {
         mae,
         rmse,
@@ -163,7 +164,11 @@ mod tests {
     #[test]
     fn forecast_metrics_match_hand_computed_values() {
         // errors: 10-12=-2, 20-18=2, 30-33=-3, 40-40=0
-        let m = forecast(&[10.0, 20.0, 30.0, 40.0], &[12.0, 18.0, 33.0, 40.0], Some(2.0));
+        let m = forecast(
+            &[10.0, 20.0, 30.0, 40.0],
+            &[12.0, 18.0, 33.0, 40.0],
+            Some(2.0),
+        );
         close(m.mae, 7.0 / 4.0);
         close(m.rmse, (17.0f64 / 4.0).sqrt());
         // mean 25, SST = 225+25+25+225 = 500

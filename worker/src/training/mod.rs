@@ -11,10 +11,13 @@
 //!   on the holdout that the same request would use, so promotion compares
 //!   numbers from one window.
 
+pub mod anomaly;
 pub mod artifact;
 pub mod challengers;
 pub mod data;
+pub mod forecast;
 pub mod metrics;
+pub mod neural;
 pub mod pipeline;
 pub mod progress;
 

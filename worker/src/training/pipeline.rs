@@ -362,9 +362,7 @@ fn train_forecast(
         let val_pred = model.forecast(fit, start, validation.len());
         let validation_metrics = metrics::forecast(validation, &val_pred, val_scale);
         let metrics = score_holdout(&model, &prep);
-        let bytes = model
-            .to_artifact(req.model_type, window)
-            .to_bytes();
+        let bytes = model.to_artifact(req.model_type, window).to_bytes();
         candidates.push(Candidate {
             algorithm: algorithm.into(),
             metrics,
@@ -484,7 +482,14 @@ impl ForecastModel {
             ),
         };
         Artifact {
-            header: header(model_type, self.algorithm(), config, normalization, None, window),
+            header: header(
+                model_type,
+                self.algorithm(),
+                config,
+                normalization,
+                None,
+                window,
+            ),
             model,
         }
     }
@@ -535,8 +540,7 @@ fn train_anomaly(
             continue;
         }
         let t0 = Instant::now();
-        let model = match AnomalyModel::fit(algorithm, fit, scalers, settings, req.seed, on_epoch)
-        {
+        let model = match AnomalyModel::fit(algorithm, fit, scalers, settings, req.seed, on_epoch) {
             Ok(m) => m,
             Err(reason) => {
                 tracing::warn!(algorithm, %reason, "candidate skipped");
@@ -550,7 +554,11 @@ fn train_anomaly(
         let train_seconds = t0.elapsed().as_secs_f64();
         // Without validation rows (sparse data), the choice falls back to
         // the in-sample fit.
-        let val_rows = model.standardize(if validation.is_empty() { fit } else { validation });
+        let val_rows = model.standardize(if validation.is_empty() {
+            fit
+        } else {
+            validation
+        });
         let validation_metrics = metrics::reconstruction(&val_rows, &model.scores(&val_rows));
         let hold_rows = model.standardize(prep.holdout());
         let metrics = metrics::reconstruction(&hold_rows, &model.scores(&hold_rows));
@@ -615,9 +623,9 @@ impl AnomalyModel {
     ) -> Result<AnomalyModel, String> {
         let rows = standardize(&scalers, fit);
         let kind = match algorithm {
-            "pca" => AnomalyKind::Pca(
-                PcaDetector::fit(&rows, &settings.pca).map_err(|e| e.to_string())?,
-            ),
+            "pca" => {
+                AnomalyKind::Pca(PcaDetector::fit(&rows, &settings.pca).map_err(|e| e.to_string())?)
+            }
             other => return Err(format!("unknown anomaly algorithm `{other}`")),
         };
         let mut model = AnomalyModel {

@@ -47,7 +47,10 @@ impl PcaDetector {
             return Err(err(format!("{} rows is too few to fit", rows.len())));
         }
         if config.components == 0 || config.components > 3 {
-            return Err(err(format!("components must be 1..=3, got {}", config.components)));
+            return Err(err(format!(
+                "components must be 1..=3, got {}",
+                config.components
+            )));
         }
         let matrix = DenseMatrix::from_2d_vec(&rows.iter().map(|r| r.to_vec()).collect())
             .map_err(|e| err(e.to_string()))?;

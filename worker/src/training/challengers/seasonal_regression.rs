@@ -107,7 +107,11 @@ impl SeasonalRegression {
             origin: fit_start,
             yearly: config.yearly_order > 0 && n_fit >= 365,
             holidays: config.holidays && dates.iter().any(|d| d.month() == 12 && d.day() == 25),
-            log_offset: if config.log { 0.05 * mean.max(1e-12) } else { 0.0 },
+            log_offset: if config.log {
+                0.05 * mean.max(1e-12)
+            } else {
+                0.0
+            },
             coefficients: Vec::new(),
         };
         let width = model.width();
@@ -167,7 +171,13 @@ impl SeasonalRegression {
     }
 
     fn width(&self) -> usize {
-        2 + 6 + if self.yearly { 2 * self.config.yearly_order } else { 0 } + if self.holidays { 2 } else { 0 }
+        2 + 6
+            + if self.yearly {
+                2 * self.config.yearly_order
+            } else {
+                0
+            }
+            + if self.holidays { 2 } else { 0 }
     }
 
     fn features(&self, d: NaiveDate) -> Vec<f64> {
@@ -237,8 +247,13 @@ mod tests {
         (0..days)
             .map(|i| {
                 let d = start + Duration::days(i as i64);
-                let weekly = if d.weekday().number_from_monday() >= 6 { -20.0 } else { 5.0 };
-                let yearly = 15.0 * (2.0 * std::f64::consts::PI * d.ordinal0() as f64 / 365.25).cos();
+                let weekly = if d.weekday().number_from_monday() >= 6 {
+                    -20.0
+                } else {
+                    5.0
+                };
+                let yearly =
+                    15.0 * (2.0 * std::f64::consts::PI * d.ordinal0() as f64 / 365.25).cos();
                 100.0 + 0.01 * i as f64 + weekly + yearly
             })
             .collect()

@@ -1,0 +1,137 @@
+//! Training the autoencoder and scoring rows with it.
+
+use std::time::Instant;
+
+use burn::nn::loss::{MseLoss, Reduction};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+
+use super::model::{Autoencoder, AutoencoderConfig, FEATURES};
+use crate::training::neural::{self, NeuralError};
+use crate::training::EpochReport;
+
+pub struct TrainedAutoencoder {
+    config: AutoencoderConfig,
+    model: Autoencoder,
+}
+
+impl std::fmt::Debug for TrainedAutoencoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainedAutoencoder")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+fn flatten(rows: &[[f32; FEATURES]]) -> Vec<f32> {
+    rows.iter().flat_map(|r| r.iter().copied()).collect()
+}
+
+/// Trains on standardized rows (shuffled each epoch with a seeded order).
+pub fn train_autoencoder(
+    rows: &[[f32; FEATURES]],
+    config: &AutoencoderConfig,
+    seed: u64,
+    on_epoch: &mut dyn FnMut(&EpochReport),
+) -> Result<TrainedAutoencoder, NeuralError> {
+    if rows.len() < 2 {
+        return Err(NeuralError::TooShort {
+            have: rows.len(),
+            need: 2,
+        });
+    }
+    {
+        let device = neural::train_device(seed);
+        let mut model = config.init(&device);
+        let mut optim = AdamConfig::new().with_epsilon(config.epsilon as f32).init();
+        let mse = MseLoss::new();
+        let data = flatten(rows);
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        let mut rng = seed ^ 0xA070_E4C0_DE55;
+        let batch = config.batch_size.max(1);
+        for epoch in 1..=config.epochs {
+            let started = Instant::now();
+            neural::shuffle(&mut order, &mut rng);
+            let mut loss_sum = 0.0f64;
+            for chunk in order.chunks(batch) {
+                let b = chunk.len();
+                let mut bx = Vec::with_capacity(b * FEATURES);
+                for &i in chunk {
+                    bx.extend_from_slice(&data[i * FEATURES..(i + 1) * FEATURES]);
+                }
+                let x = neural::tensor2(bx, [b, FEATURES], &device);
+                let loss = mse.forward(model.forward(x.clone()), x, Reduction::Mean);
+                let value = f64::from(loss.clone().into_scalar::<f32>());
+                if !value.is_finite() {
+                    return Err(NeuralError::Diverged(value));
+                }
+                loss_sum += value * b as f64;
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(config.learning_rate, model, grads);
+            }
+            on_epoch(&EpochReport {
+                algorithm: "autoencoder".to_string(),
+                epoch,
+                epochs: config.epochs,
+                train_loss: loss_sum / rows.len() as f64,
+                val_loss: None,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        Ok(TrainedAutoencoder {
+            config: config.clone(),
+            model: model.valid(),
+        })
+    }
+}
+
+impl TrainedAutoencoder {
+    pub fn config(&self) -> &AutoencoderConfig {
+        &self.config
+    }
+
+    /// Per-row mean squared reconstruction error.
+    pub fn reconstruction_errors(&self, rows: &[[f32; FEATURES]]) -> Vec<f32> {
+        if rows.is_empty() {
+            return Vec::new();
+        }
+        let device = self.model.enc1.weight.val().device();
+        {
+            let x = neural::tensor2(flatten(rows), [rows.len(), FEATURES], &device);
+            let out = neural::to_vec(self.model.forward(x));
+            rows.iter()
+                .zip(out.chunks(FEATURES))
+                .map(|(r, o)| {
+                    r.iter().zip(o).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / FEATURES as f32
+                })
+                .collect()
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let record = self
+            .model
+            .clone()
+            .into_record()
+            .into_bytes()
+            .expect("an in-memory record always serializes");
+        let config = serde_json::to_string(&self.config).expect("the config always serializes");
+        neural::pack(&config, &record)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, NeuralError> {
+        let (config, record) = neural::unpack(bytes)?;
+        let config: AutoencoderConfig = serde_json::from_str(config)
+            .map_err(|e| NeuralError::Decode(format!("autoencoder config: {e}")))?;
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(record.to_vec()))
+            .map_err(|e| NeuralError::Decode(format!("autoencoder weights: {e}")))?;
+        let model = config
+            .init(&neural::infer_device())
+            .try_load_record(record)
+            .map_err(|e| NeuralError::Decode(format!("autoencoder weights: {e}")))?
+            .valid();
+        Ok(Self { config, model })
+    }
+}

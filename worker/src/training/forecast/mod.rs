@@ -1,0 +1,11 @@
+//! The LSTM forecaster (`emissions_forecast`, `energy_forecast`): the seed
+//! architecture in burn. Inputs and outputs are normalized values; the
+//! pipeline owns normalization.
+
+pub mod inference;
+pub mod model;
+pub mod training;
+
+pub use inference::TrainedForecaster;
+pub use model::{Forecaster, LstmConfig};
+pub use training::train_forecaster;

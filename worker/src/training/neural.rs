@@ -1,0 +1,96 @@
+//! What the burn models share: the error type, the CPU device, seeding, the
+//! one-thread execution the worker relies on, and tensor conversions.
+
+use burn::prelude::*;
+
+/// Errors of the neural models.
+#[derive(Debug, thiserror::Error)]
+pub enum NeuralError {
+    /// Too little data to form one training window.
+    #[error("too few values to train: have {have}, need at least {need}")]
+    TooShort { have: usize, need: usize },
+    /// Training diverged (loss became NaN or infinite).
+    #[error("training diverged: loss is {0}")]
+    Diverged(f64),
+    /// Stored model bytes could not be read back.
+    #[error("cannot decode stored model: {0}")]
+    Decode(String),
+}
+
+/// The CPU device (burn-flex), with autodiff for training.
+pub fn train_device(seed: u64) -> Device {
+    let device = Device::flex().autodiff();
+    // Seeding is global per process: seed right before each model is built.
+    device.seed(seed);
+    device
+}
+
+/// The CPU device without autodiff, for inference.
+pub fn infer_device() -> Device {
+    Device::flex()
+}
+
+/// Sizes the compute thread pool burn-flex uses, once per process (later
+/// calls are no-ops). The worker trains one model per core; at these model
+/// sizes extra threads per model only add synchronization, so 1 is the
+/// default. Call it before the first model is trained.
+pub fn limit_threads(threads: usize) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build_global();
+    });
+}
+
+pub fn tensor3(values: Vec<f32>, shape: [usize; 3], device: &Device) -> Tensor<3> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+pub fn tensor2(values: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .try_to_vec::<f32>()
+        .expect("float tensors hold f32 on the flex backend")
+}
+
+/// Stores a config (JSON) and burn record bytes in one buffer:
+/// `u32 little-endian config length | config json | record bytes`.
+pub fn pack(config_json: &str, record: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + config_json.len() + record.len());
+    out.extend_from_slice(&(config_json.len() as u32).to_le_bytes());
+    out.extend_from_slice(config_json.as_bytes());
+    out.extend_from_slice(record);
+    out
+}
+
+pub fn unpack(bytes: &[u8]) -> Result<(&str, &[u8]), NeuralError> {
+    if bytes.len() < 4 {
+        return Err(NeuralError::Decode("model bytes are truncated".into()));
+    }
+    let n = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+    let rest = &bytes[4..];
+    if rest.len() < n {
+        return Err(NeuralError::Decode("model config is truncated".into()));
+    }
+    let config = std::str::from_utf8(&rest[..n])
+        .map_err(|e| NeuralError::Decode(format!("model config is not UTF-8: {e}")))?;
+    Ok((config, &rest[n..]))
+}
+
+/// A seeded Fisher-Yates shuffle (splitmix64), independent of any crate's RNG
+/// stream so stored seeds keep meaning the same thing.
+pub fn shuffle(indices: &mut [usize], state: &mut u64) {
+    for i in (1..indices.len()).rev() {
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let j = (z % (i as u64 + 1)) as usize;
+        indices.swap(i, j);
+    }
+}
