@@ -139,8 +139,10 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Result<(), BoxDyn
         seed: seed_for(job),
     };
     let job_for_log = job.clone();
+    let faults = state.faults.clone();
     let training = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
+        faults.inject(job_for_log.org_id);
         let epochs = Arc::new(Mutex::new(Vec::new()));
         let sink = epochs.clone();
         let mut on_epoch = |e: &EpochReport| {

@@ -3,6 +3,7 @@
 //! one transaction, and answers `/health`.
 
 pub mod data;
+pub mod faults;
 pub mod handler;
 pub mod health;
 pub mod results;

@@ -22,6 +22,10 @@ pub struct WorkerSettings {
     #[arg(long, env = "TRAINYARD_CONCURRENCY", default_value_t = 1)]
     pub concurrency: usize,
 
+    /// Compute threads per process for training (one model per core is faster than threads).
+    #[arg(long, env = "TRAINYARD_TRAIN_THREADS", default_value_t = 1)]
+    pub train_threads: usize,
+
     /// Milliseconds between polls of an idle worker.
     #[arg(long, env = "TRAINYARD_POLL_INTERVAL_MS", default_value_t = 100)]
     pub poll_interval_ms: u64,

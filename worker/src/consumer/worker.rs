@@ -28,6 +28,7 @@ pub struct WorkerState {
     /// Turns true when the process is asked to stop.
     pub shutdown: watch::Receiver<bool>,
     pub in_flight: AtomicUsize,
+    pub faults: super::faults::Faults,
 }
 
 /// A name unique to this process: replicas may share a prefix.
@@ -75,7 +76,12 @@ pub async fn run(
         settings: settings.clone(),
         shutdown: stop_rx.clone(),
         in_flight: AtomicUsize::new(0),
+        faults: super::faults::Faults::from_env(),
     });
+    if state.faults.is_set() {
+        tracing::warn!(faults = ?state.faults, "fault injection is on (TRAINYARD_FAULTS)");
+    }
+    crate::training::neural::limit_threads(settings.train_threads);
 
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port))
         .await

@@ -31,8 +31,14 @@ pub use progress::EpochReport;
 
 /// Sets the neural models' epochs when an operator overrides them.
 pub fn apply_epoch_overrides(
-    _settings: &mut TrainSettings,
-    _lstm_epochs: Option<usize>,
-    _autoencoder_epochs: Option<usize>,
+    settings: &mut TrainSettings,
+    lstm_epochs: Option<usize>,
+    autoencoder_epochs: Option<usize>,
 ) {
+    if let Some(e) = lstm_epochs {
+        settings.lstm.epochs = e;
+    }
+    if let Some(e) = autoencoder_epochs {
+        settings.autoencoder.epochs = e;
+    }
 }

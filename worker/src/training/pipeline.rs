@@ -39,6 +39,7 @@ use chrono::{Duration, NaiveDate};
 use serde::{Deserialize, Serialize};
 use trainyard_shared::ModelType;
 
+use super::anomaly::{train_autoencoder, AutoencoderConfig, TrainedAutoencoder};
 use super::artifact::{
     self, Artifact, ArtifactError, ArtifactHeader, Normalization, TrainingWindow,
 };
@@ -49,6 +50,7 @@ use super::challengers::ChallengerError;
 use super::data::{
     self, DataError, DataReport, FeatureRow, PrepSettings, PreparedSeries, RawRow, Scaler, Target,
 };
+use super::forecast::{train_forecaster, LstmConfig, TrainedForecaster};
 use super::metrics::{self, Metrics};
 use super::progress::EpochReport;
 
@@ -125,6 +127,10 @@ pub struct TrainSettings {
     pub max_gap_days: usize,
     pub seasonal_regression: SeasonalRegressionConfig,
     pub pca: PcaConfig,
+    /// The LSTM forecaster (seed architecture by default).
+    pub lstm: LstmConfig,
+    /// The autoencoder anomaly detector (seed architecture by default).
+    pub autoencoder: AutoencoderConfig,
     /// Quantile of the fitting rows' scores used as the anomaly threshold.
     pub anomaly_quantile: f64,
     /// Algorithms not to train (e.g. `["lstm"]` for a quick run).
@@ -141,6 +147,8 @@ impl Default for TrainSettings {
             max_gap_days: 7,
             seasonal_regression: SeasonalRegressionConfig::default(),
             pca: PcaConfig::default(),
+            lstm: LstmConfig::default(),
+            autoencoder: AutoencoderConfig::default(),
             anomaly_quantile: 0.99,
             exclude: Vec::new(),
         }
@@ -314,9 +322,9 @@ fn target_of(model_type: ModelType) -> Option<Target> {
 /// Algorithms competing for a model type, in tie-break order.
 pub fn algorithms(model_type: ModelType) -> &'static [&'static str] {
     if model_type.is_forecast() {
-        &["seasonal_regression", "seasonal_naive"]
+        &["lstm", "seasonal_regression", "seasonal_naive"]
     } else {
-        &["pca"]
+        &["autoencoder", "pca"]
     }
 }
 
@@ -433,6 +441,11 @@ fn pick_champion(
 enum ForecastModel {
     SeasonalNaive(SeasonalNaive),
     SeasonalRegression(SeasonalRegression),
+    /// The LSTM works on standardized values (scaler fitted on the fit window).
+    Lstm {
+        model: std::sync::Arc<TrainedForecaster>,
+        scaler: Scaler,
+    },
 }
 
 impl ForecastModel {
@@ -441,10 +454,20 @@ impl ForecastModel {
         fit: &[f64],
         start: NaiveDate,
         settings: &TrainSettings,
-        _seed: u64,
-        _on_epoch: &mut dyn FnMut(&EpochReport),
+        seed: u64,
+        on_epoch: &mut dyn FnMut(&EpochReport),
     ) -> Result<ForecastModel, String> {
         match algorithm {
+            "lstm" => {
+                let scaler = Scaler::fit(fit.iter().copied());
+                let normed: Vec<f32> = fit.iter().map(|&x| scaler.apply(x) as f32).collect();
+                let model = train_forecaster(&normed, &settings.lstm, seed, on_epoch)
+                    .map_err(|e| e.to_string())?;
+                Ok(ForecastModel::Lstm {
+                    model: std::sync::Arc::new(model),
+                    scaler,
+                })
+            }
             "seasonal_naive" => Ok(ForecastModel::SeasonalNaive(SeasonalNaive::default())),
             "seasonal_regression" => {
                 SeasonalRegression::fit(fit, start, &settings.seasonal_regression)
@@ -459,6 +482,7 @@ impl ForecastModel {
         match self {
             ForecastModel::SeasonalNaive(_) => "seasonal_naive",
             ForecastModel::SeasonalRegression(_) => "seasonal_regression",
+            ForecastModel::Lstm { .. } => "lstm",
         }
     }
 
@@ -466,6 +490,14 @@ impl ForecastModel {
         let raw = match self {
             ForecastModel::SeasonalNaive(m) => m.forecast(history, horizon),
             ForecastModel::SeasonalRegression(m) => m.forecast(history, start, horizon),
+            ForecastModel::Lstm { model, scaler } => {
+                let normed: Vec<f32> = history.iter().map(|&x| scaler.apply(x) as f32).collect();
+                model
+                    .forecast(&normed, horizon)
+                    .into_iter()
+                    .map(|z| scaler.invert(f64::from(z)))
+                    .collect()
+            }
         };
         raw.into_iter()
             .map(|x| if x.is_finite() { x.max(0.0) } else { 0.0 })
@@ -479,6 +511,11 @@ impl ForecastModel {
                 to_json(&m.config),
                 Normalization::None,
                 serde_json::to_vec(m).expect("the model serializes"),
+            ),
+            ForecastModel::Lstm { model, scaler } => (
+                to_json(model.config()),
+                Normalization::Series { scaler: *scaler },
+                model.to_bytes(),
             ),
         };
         Artifact {
@@ -501,6 +538,19 @@ impl ForecastModel {
             "seasonal_regression" => Ok(ForecastModel::SeasonalRegression(from_json_bytes(
                 &artifact.model,
             )?)),
+            "lstm" => {
+                let Normalization::Series { scaler } = h.normalization else {
+                    return Err(TrainError::CorruptArtifact(
+                        "an LSTM model without series normalization".into(),
+                    ));
+                };
+                let model = TrainedForecaster::from_bytes(&artifact.model)
+                    .map_err(|e| TrainError::CorruptArtifact(e.to_string()))?;
+                Ok(ForecastModel::Lstm {
+                    model: std::sync::Arc::new(model),
+                    scaler,
+                })
+            }
             other => Err(TrainError::CorruptArtifact(format!(
                 "unknown forecast algorithm `{other}`"
             ))),
@@ -610,6 +660,7 @@ struct AnomalyModel {
 #[derive(Debug, Clone)]
 enum AnomalyKind {
     Pca(PcaDetector),
+    Autoencoder(std::sync::Arc<TrainedAutoencoder>),
 }
 
 impl AnomalyModel {
@@ -618,11 +669,17 @@ impl AnomalyModel {
         fit: &[FeatureRow],
         scalers: [Scaler; 3],
         settings: &TrainSettings,
-        _seed: u64,
-        _on_epoch: &mut dyn FnMut(&EpochReport),
+        seed: u64,
+        on_epoch: &mut dyn FnMut(&EpochReport),
     ) -> Result<AnomalyModel, String> {
         let rows = standardize(&scalers, fit);
         let kind = match algorithm {
+            "autoencoder" => {
+                let rows32: Vec<[f32; 3]> = rows.iter().map(|r| r.map(|x| x as f32)).collect();
+                let model = train_autoencoder(&rows32, &settings.autoencoder, seed, on_epoch)
+                    .map_err(|e| e.to_string())?;
+                AnomalyKind::Autoencoder(std::sync::Arc::new(model))
+            }
             "pca" => {
                 AnomalyKind::Pca(PcaDetector::fit(&rows, &settings.pca).map_err(|e| e.to_string())?)
             }
@@ -640,6 +697,7 @@ impl AnomalyModel {
     fn algorithm(&self) -> &'static str {
         match self.kind {
             AnomalyKind::Pca(_) => "pca",
+            AnomalyKind::Autoencoder(_) => "autoencoder",
         }
     }
 
@@ -650,6 +708,13 @@ impl AnomalyModel {
     fn scores(&self, rows: &[[f64; 3]]) -> Vec<f64> {
         match &self.kind {
             AnomalyKind::Pca(m) => m.scores(rows),
+            AnomalyKind::Autoencoder(m) => {
+                let rows32: Vec<[f32; 3]> = rows.iter().map(|r| r.map(|x| x as f32)).collect();
+                m.reconstruction_errors(&rows32)
+                    .into_iter()
+                    .map(f64::from)
+                    .collect()
+            }
         }
     }
 
@@ -659,6 +724,7 @@ impl AnomalyModel {
                 to_json(&m.config),
                 serde_json::to_vec(m).expect("the model serializes"),
             ),
+            AnomalyKind::Autoencoder(m) => (to_json(m.config()), m.to_bytes()),
         };
         Artifact {
             header: header(
@@ -687,6 +753,10 @@ impl AnomalyModel {
         })?;
         let kind = match h.algorithm.as_str() {
             "pca" => AnomalyKind::Pca(from_json_bytes(&artifact.model)?),
+            "autoencoder" => AnomalyKind::Autoencoder(std::sync::Arc::new(
+                TrainedAutoencoder::from_bytes(&artifact.model)
+                    .map_err(|e| TrainError::CorruptArtifact(e.to_string()))?,
+            )),
             other => {
                 return Err(TrainError::CorruptArtifact(format!(
                     "unknown anomaly algorithm `{other}`"
