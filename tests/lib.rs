@@ -288,3 +288,93 @@ pub async fn enqueue(
     trainyard_shared::jobs::top_up(&env.pool, &mut redis, &env.queue_config(), 1000).await?;
     Ok(cycle_id.0)
 }
+
+/// Waits until some job of `cycle` is running and returns (job id, worker name).
+pub async fn wait_for_running_job(
+    env: &TestEnv,
+    cycle: Uuid,
+    limit: Duration,
+) -> anyhow::Result<(Uuid, String)> {
+    let start = Instant::now();
+    loop {
+        let row: Option<(Uuid, Option<String>)> = sqlx::query_as(
+            "select id, worker from ml_training_jobs where cycle_id = $1 and status = 'running' limit 1",
+        )
+        .bind(cycle)
+        .fetch_optional(&env.pool)
+        .await?;
+        if let Some((id, Some(worker))) = row {
+            return Ok((id, worker));
+        }
+        if start.elapsed() > limit {
+            bail!("no job of cycle {cycle} started within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends a signal to a process.
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) -> anyhow::Result<()> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig)?;
+    Ok(())
+}
+
+/// A Redis server of the test's own, on a free loopback port, keeping nothing on disk.
+pub struct OwnRedis {
+    pub port: u16,
+    child: Child,
+    password: Option<String>,
+}
+
+impl OwnRedis {
+    pub fn start(port: u16, password: Option<&str>) -> anyhow::Result<Self> {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if let Some(p) = password {
+            cmd.args(["--requirepass", p]);
+        }
+        let child = cmd.spawn().context("starting redis-server")?;
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("redis-server did not start on port {port}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self {
+            port,
+            child,
+            password: password.map(str::to_string),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Kills the server (SIGKILL): everything it held is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -2,4 +2,5 @@
 //! processes. Each test makes its own database and Redis key prefix.
 
 mod cycle;
+mod faults;
 mod scheduling;
