@@ -109,7 +109,7 @@ pub async fn run(
             Err(e) => tracing::warn!(error = %e, "sweep failed; retrying next pass"),
         }
         passes += 1;
-        if passes % 60 == 0 {
+        if passes.is_multiple_of(60) {
             match queue::vacuum(&mut redis, &qcfg).await {
                 Ok(n) if n > 0 => {
                     tracing::info!(removed = n, "vacuumed finished task data from Redis")

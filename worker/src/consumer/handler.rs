@@ -76,8 +76,9 @@ async fn process(state: &WorkerState, job: &TrainJob) -> Result<(), BoxDynError>
     tracing::info!(job.id = %claimed.job_id, org.id = %claimed.org_id, model.type = %claimed.model_type,
         attempt = claimed.attempt, "training started");
 
-    // Keep the lease alive while we work.
-    let beat = {
+    // Keep the lease alive while we work; the guard stops it however this
+    // future ends (finished, failed, or dropped by a dying queue worker).
+    let _beat = {
         let pool = state.pool.clone();
         let c = claimed.clone();
         let every = (lease / 4).max(Duration::from_millis(500));
@@ -96,9 +97,8 @@ async fn process(state: &WorkerState, job: &TrainJob) -> Result<(), BoxDynError>
             }
         })
     };
-    let result = run_claimed(state, &claimed).await;
-    beat.abort();
-    result?;
+    let _beat = AbortOnDrop(_beat);
+    run_claimed(state, &claimed).await?;
     top_up(state).await;
     Ok(())
 }
@@ -305,5 +305,14 @@ where
                 return Err(Box::new(e));
             }
         }
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

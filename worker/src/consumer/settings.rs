@@ -50,6 +50,11 @@ pub struct WorkerSettings {
     #[arg(long, env = "TRAINYARD_QUEUE_WINDOW", default_value_t = 1000)]
     pub window: i64,
 
+    /// Seconds between this worker's sweeps: releasing jobs of dead workers,
+    /// restoring deliveries Redis lost, topping up the window.
+    #[arg(long, env = "TRAINYARD_SWEEP_SECS", default_value_t = 5)]
+    pub sweep_secs: u64,
+
     /// Seconds to keep retrying PostgreSQL when it is unreachable before giving a delivery back.
     #[arg(long, env = "TRAINYARD_DB_RETRY_SECS", default_value_t = 120)]
     pub db_retry_secs: u64,

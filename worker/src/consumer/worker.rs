@@ -112,37 +112,99 @@ pub async fn run(
         tracing::warn!(error = %e, "initial queue top-up failed");
     }
 
-    let storage: RedisStorage<serde_json::Value> =
-        RedisStorage::new(redis.clone()).with_config(queue_config);
-    let backend = storage.poll_with_strategy(RearmingInterval::new(Duration::from_millis(
-        settings.poll_interval_ms.max(1),
-    )));
-    let worker = WorkerBuilder::new(name.clone())
-        .backend(backend)
-        .concurrency(settings.concurrency.max(1))
-        .data(state.clone())
-        .build(handle);
+    // The sweeper: every replica runs it, so the fleet heals itself (dead
+    // workers' jobs, deliveries Redis lost) even without a scheduler daemon.
+    // Every step is a guarded update, so replicas sweeping at once is safe.
+    let sweeper = {
+        let pool = pool.clone();
+        let mut conn = redis.clone();
+        let qcfg = queue_config.clone();
+        let every = Duration::from_secs(settings.sweep_secs.max(1));
+        let sweep = trainyard_shared::jobs::SweepSettings {
+            window: settings.window,
+            lease_timeout: settings.lease_timeout(),
+            push_grace: Duration::from_secs(10),
+        };
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                match trainyard_shared::jobs::sweep(&pool, &mut conn, &qcfg, &sweep).await {
+                    Ok(r) if r.restored + r.released + r.redelivered + r.timed_out_cycles > 0 => {
+                        tracing::info!(
+                            restored = r.restored,
+                            released = r.released,
+                            redelivered = r.redelivered,
+                            timed_out_cycles = r.timed_out_cycles,
+                            "sweep recovered jobs"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "sweep failed; retrying"),
+                }
+            }
+        })
+    };
 
-    let mut stop_wait = stop_rx.clone();
-    let signal = async move {
+    tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutdown requested: no new jobs will be taken");
         let _ = stop_tx.send(true);
-        Ok::<(), std::io::Error>(())
-    };
-    let runner = tokio::spawn(async move { worker.run_until(signal).await });
+    });
 
-    let _ = stop_wait.wait_for(|s| *s).await;
+    // The queue worker; if it dies (e.g. Redis went away), start a new one
+    // under a fresh name until shutdown.
+    let mut generation = 0u32;
+    loop {
+        let worker_name = if generation == 0 {
+            name.clone()
+        } else {
+            format!("{name}-r{generation}")
+        };
+        let storage: RedisStorage<serde_json::Value> =
+            RedisStorage::new(redis.clone()).with_config(queue_config.clone());
+        let backend = storage.poll_with_strategy(RearmingInterval::new(Duration::from_millis(
+            settings.poll_interval_ms.max(1),
+        )));
+        let worker = WorkerBuilder::new(worker_name)
+            .backend(backend)
+            .concurrency(settings.concurrency.max(1))
+            .data(state.clone())
+            .build(handle);
+        let mut stop = stop_rx.clone();
+        let signal = async move {
+            let _ = stop.wait_for(|s| *s).await;
+            Ok::<(), std::io::Error>(())
+        };
+        let result = worker.run_until(signal).await;
+        if *stop_rx.borrow() {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "queue worker stopped with an error");
+            }
+            break;
+        }
+        generation += 1;
+        match result {
+            Err(e) => {
+                tracing::error!(error = %e, generation, "queue worker died; restarting it in 1 s")
+            }
+            Ok(()) => tracing::warn!(
+                generation,
+                "queue worker ended unexpectedly; restarting it in 1 s"
+            ),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
     // Let in-flight jobs finish or hand themselves back.
     let deadline = tokio::time::Instant::now() + settings.grace() + Duration::from_secs(5);
     while state.in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    match tokio::time::timeout(Duration::from_secs(5), runner).await {
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "queue worker stopped with an error"),
-        Ok(_) => {}
-        Err(_) => tracing::warn!("queue worker did not stop within 5 s; exiting anyway"),
-    }
+    sweeper.abort();
     tracing::info!(worker.name = %name, "worker stopped");
     Ok(())
 }
