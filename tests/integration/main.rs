@@ -1,6 +1,8 @@
 //! Integration tests against real PostgreSQL, real Redis and real worker
 //! processes. Each test makes its own database and Redis key prefix.
 
+#![allow(clippy::type_complexity)]
+
 mod cycle;
 mod faults;
 mod scheduling;
