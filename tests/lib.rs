@@ -34,7 +34,12 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> anyhow::Result<Self> {
-        let admin = admin_database_url();
+        Self::on(&admin_database_url()).await
+    }
+
+    /// A test world on the PostgreSQL server behind `admin` (e.g. an [`OwnPostgres`]).
+    pub async fn on(admin: &str) -> anyhow::Result<Self> {
+        let admin = admin.to_string();
         let db_name = format!("trainyard_test_{}", Uuid::new_v4().simple());
         let mut conn = PgConnection::connect(&admin)
             .await
@@ -377,4 +382,171 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A PostgreSQL server of the test's own (a fresh `initdb` in a temporary
+/// directory, loopback only, on a free port) that the test may stop and
+/// start again. With a password, password authentication is required.
+pub struct OwnPostgres {
+    pub port: u16,
+    pub password: Option<String>,
+    dir: PathBuf,
+    bin: PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnPostgres {
+    pub fn start(password: Option<&str>) -> anyhow::Result<Self> {
+        let bin = pg_bindir()?;
+        let dir = std::env::temp_dir().join(format!("trainyard-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let data = dir.join("data");
+        let mut initdb = as_pg_owner(&bin.join("initdb"));
+        initdb.args([
+            "-D",
+            &data.to_string_lossy(),
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-locale",
+        ]);
+        if let Some(p) = password {
+            let pwfile = dir.join("pw");
+            std::fs::write(&pwfile, p)?;
+            initdb.args([
+                "--auth=scram-sha-256",
+                "--pwfile",
+                &pwfile.to_string_lossy(),
+            ]);
+        } else {
+            initdb.arg("--auth=trust");
+        }
+        chown_to_pg_owner(&dir)?;
+        let out = initdb
+            .stdout(Stdio::null())
+            .output()
+            .context("running initdb")?;
+        if !out.status.success() {
+            bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let mut pg = Self {
+            port: free_port(),
+            password: password.map(str::to_string),
+            dir,
+            bin,
+            child: None,
+        };
+        pg.resume()?;
+        Ok(pg)
+    }
+
+    /// The admin URL (database `postgres`).
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("postgres://postgres:{p}@127.0.0.1:{}/postgres", self.port),
+            None => format!("postgres://postgres@127.0.0.1:{}/postgres", self.port),
+        }
+    }
+
+    /// Starts the server (again) on its port and waits until it accepts connections.
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let data = self.dir.join("data");
+        let port = self.port.to_string();
+        let child = as_pg_owner(&self.bin.join("postgres"))
+            .args([
+                "-D",
+                &data.to_string_lossy(),
+                "-p",
+                &port,
+                "-k",
+                "",
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "max_connections=100",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log_file(&format!("pg-{}", self.port))?)
+            .spawn()
+            .context("starting postgres")?;
+        self.child = Some(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("postgres did not start on port {}", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Accepting TCP is not accepting queries: wait out the startup.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(())
+    }
+
+    /// Stops the server abruptly (SIGQUIT: no checkpoint, every client cut off).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = signal(child.id(), nix::sys::signal::Signal::SIGQUIT);
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The newest `/usr/lib/postgresql/N/bin` holding `postgres` and `initdb`.
+fn pg_bindir() -> anyhow::Result<PathBuf> {
+    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("PostgreSQL server binaries not found under /usr/lib/postgresql")?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    dirs.sort();
+    dirs.pop()
+        .map(|(_, bin)| bin)
+        .context("no /usr/lib/postgresql/N/bin with initdb")
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// initdb and postgres refuse to run as root: run them as `postgres` then.
+fn as_pg_owner(program: &std::path::Path) -> Command {
+    if is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+fn chown_to_pg_owner(dir: &std::path::Path) -> anyhow::Result<()> {
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir)
+            .status()?;
+        if !status.success() {
+            bail!("chown of {} to postgres failed", dir.display());
+        }
+    }
+    Ok(())
 }

@@ -190,7 +190,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<i32> {
                 }
                 return Ok(0);
             }
-            let sweep = s.sweep_settings();
+            let mut sweeper = jobs::Sweeper::new(s.sweep_settings());
             let deadline = std::time::Instant::now() + Duration::from_secs(timeout_secs);
             let mut last_live = -1;
             loop {
@@ -215,9 +215,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<i32> {
                     );
                     last_live = live;
                 }
-                if let Err(e) = jobs::sweep(&pool, &mut redis, &qcfg, &sweep).await {
-                    tracing::warn!(error = %e, "sweep failed");
-                }
+                sweeper.pass(&pool, &mut redis, &qcfg).await;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }

@@ -70,7 +70,7 @@ pub async fn run(
         }
     }
 
-    let sweep = settings.sweep_settings();
+    let mut sweeper = jobs::Sweeper::new(settings.sweep_settings());
     let mut next_tick = schedule.next_after(Utc::now());
     tracing::info!(next_tick = ?next_tick, queue.name = %c.queue, "scheduler started");
     tokio::pin!(shutdown);
@@ -94,20 +94,7 @@ pub async fn run(
                 next_tick = schedule.next_after(t);
             }
         }
-        match jobs::sweep(&pool, &mut redis, &qcfg, &sweep).await {
-            Ok(r) if r.restored + r.released + r.redelivered + r.timed_out_cycles > 0 => {
-                tracing::info!(
-                    restored = r.restored,
-                    released = r.released,
-                    redelivered = r.redelivered,
-                    timed_out_cycles = r.timed_out_cycles,
-                    pushed = r.pushed,
-                    "sweep"
-                )
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "sweep failed; retrying next pass"),
-        }
+        sweeper.pass(&pool, &mut redis, &qcfg).await;
         passes += 1;
         if passes.is_multiple_of(60) {
             match queue::vacuum(&mut redis, &qcfg).await {

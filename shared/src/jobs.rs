@@ -313,36 +313,24 @@ pub struct SweepReport {
 ///    row get a fresh one;
 /// 3. overdue cycles are timed out;
 /// 4. the Redis window is topped up.
+///
+/// Step 1 runs only when `release_leases` is set: see [`Sweeper`] for when a
+/// missing heartbeat may be trusted.
 #[tracing::instrument(skip_all)]
 pub async fn sweep(
     pool: &PgPool,
     conn: &mut ConnectionManager,
     config: &RedisQueueConfig,
     settings: &SweepSettings,
+    release_leases: bool,
 ) -> Result<SweepReport, JobError> {
     let mut report = SweepReport::default();
 
     // 1. Expired leases. The job keeps its attempt count: the next claim
     // decides whether another attempt is allowed.
-    let released = sqlx::query(
-        "update ml_training_jobs
-         set status = 'queued', push_seq = push_seq + 1, pushed_at = now(), worker = null,
-             heartbeat_at = null
-         where status = 'running' and heartbeat_at < now() - $1 * interval '1 second'
-         returning id, cycle_id, organization_id, model_type, push_seq",
-    )
-    .bind(settings.lease_timeout.as_secs_f64())
-    .fetch_all(pool)
-    .await?;
-    let released: Vec<_> = released.iter().map(delivery_from_row).collect();
-    if !released.is_empty() {
-        queue::push_jobs(conn, config, &released).await?;
-        tracing::warn!(
-            count = released.len(),
-            "released jobs whose worker stopped heartbeating"
-        );
+    if release_leases {
+        report.released = release_expired(pool, conn, config, settings).await?;
     }
-    report.released = released.len();
 
     // 2. Deliveries Redis lost or finished.
     let pushed = sqlx::query(
@@ -403,6 +391,92 @@ pub async fn sweep(
     report.timed_out_cycles = crate::cycles::time_out_overdue(pool).await?;
     report.pushed = top_up(pool, conn, config, settings.window).await?;
     Ok(report)
+}
+
+/// Running jobs whose heartbeat is older than the lease go back to `queued`
+/// with a fresh delivery. Returns how many.
+async fn release_expired(
+    pool: &PgPool,
+    conn: &mut ConnectionManager,
+    config: &RedisQueueConfig,
+    settings: &SweepSettings,
+) -> Result<usize, JobError> {
+    let released = sqlx::query(
+        "update ml_training_jobs
+         set status = 'queued', push_seq = push_seq + 1, pushed_at = now(), worker = null,
+             heartbeat_at = null
+         where status = 'running' and heartbeat_at < now() - $1 * interval '1 second'
+         returning id, cycle_id, organization_id, model_type, push_seq",
+    )
+    .bind(settings.lease_timeout.as_secs_f64())
+    .fetch_all(pool)
+    .await?;
+    let released: Vec<_> = released.iter().map(delivery_from_row).collect();
+    if !released.is_empty() {
+        queue::push_jobs(conn, config, &released).await?;
+        tracing::warn!(
+            count = released.len(),
+            "released jobs whose worker stopped heartbeating"
+        );
+    }
+    Ok(released.len())
+}
+
+/// The sweeper loop's state: runs [`sweep`] passes and logs what they did.
+///
+/// A heartbeat can be missing for two reasons: the worker died, or
+/// PostgreSQL was unreachable and nobody could write heartbeats. Only the
+/// first may release a job. So leases are released only once this sweeper
+/// has reached the database without interruption for a whole lease period:
+/// by then every live worker has written a heartbeat again. After an outage
+/// (or at start) running jobs keep their worker; a dead worker's job is
+/// released one lease period later than it otherwise would be.
+#[derive(Debug)]
+pub struct Sweeper {
+    settings: SweepSettings,
+    reachable_since: Option<std::time::Instant>,
+}
+
+impl Sweeper {
+    pub fn new(settings: SweepSettings) -> Self {
+        Self {
+            settings,
+            reachable_since: None,
+        }
+    }
+
+    /// One pass; a failure is logged and the next pass tries again.
+    pub async fn pass(
+        &mut self,
+        pool: &PgPool,
+        conn: &mut ConnectionManager,
+        config: &RedisQueueConfig,
+    ) -> Option<SweepReport> {
+        let since = *self
+            .reachable_since
+            .get_or_insert_with(std::time::Instant::now);
+        let release = since.elapsed() >= self.settings.lease_timeout;
+        match sweep(pool, conn, config, &self.settings, release).await {
+            Ok(r) => {
+                if r.restored + r.released + r.redelivered + r.timed_out_cycles > 0 {
+                    tracing::info!(
+                        restored = r.restored,
+                        released = r.released,
+                        redelivered = r.redelivered,
+                        timed_out_cycles = r.timed_out_cycles,
+                        pushed = r.pushed,
+                        "sweep recovered jobs"
+                    );
+                }
+                Some(r)
+            }
+            Err(e) => {
+                self.reachable_since = None;
+                tracing::warn!(error = %e, "sweep failed; retrying on the next pass");
+                None
+            }
+        }
+    }
 }
 
 /// Jobs still queued or running, for progress displays.

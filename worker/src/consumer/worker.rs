@@ -120,11 +120,12 @@ pub async fn run(
         let mut conn = redis.clone();
         let qcfg = queue_config.clone();
         let every = Duration::from_secs(settings.sweep_secs.max(1));
-        let sweep = trainyard_shared::jobs::SweepSettings {
-            window: settings.window,
-            lease_timeout: settings.lease_timeout(),
-            push_grace: Duration::from_secs(10),
-        };
+        let mut sweeper =
+            trainyard_shared::jobs::Sweeper::new(trainyard_shared::jobs::SweepSettings {
+                window: settings.window,
+                lease_timeout: settings.lease_timeout(),
+                push_grace: Duration::from_secs(10),
+            });
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             loop {
@@ -132,19 +133,7 @@ pub async fn run(
                     _ = stop.wait_for(|s| *s) => break,
                     _ = tokio::time::sleep(every) => {}
                 }
-                match trainyard_shared::jobs::sweep(&pool, &mut conn, &qcfg, &sweep).await {
-                    Ok(r) if r.restored + r.released + r.redelivered + r.timed_out_cycles > 0 => {
-                        tracing::info!(
-                            restored = r.restored,
-                            released = r.released,
-                            redelivered = r.redelivered,
-                            timed_out_cycles = r.timed_out_cycles,
-                            "sweep recovered jobs"
-                        )
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "sweep failed; retrying"),
-                }
+                sweeper.pass(&pool, &mut conn, &qcfg).await;
             }
         })
     };
