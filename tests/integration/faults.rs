@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use trainyard_shared::ModelType;
-use trainyard_tests::{enqueue, insert_org, signal, wait_for_running_job, OwnRedis, TestEnv};
+use trainyard_tests::{
+    enqueue, insert_org, signal, wait_for_running_job, OwnPostgres, OwnRedis, TestEnv,
+};
 use uuid::Uuid;
 
 const LIMIT: Duration = Duration::from_secs(240);
@@ -32,7 +34,6 @@ async fn models_per_job(env: &TestEnv, cycle: Uuid) -> anyhow::Result<Vec<i64>> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "failed before the worker-side sweeper and queue-worker restart were added; not yet re-verified"]
 async fn a_worker_killed_mid_training_does_not_lose_the_job() -> anyhow::Result<()> {
     let mut env = TestEnv::new().await?;
     let org = insert_org(&env.pool, "victim", 200, 11).await?;
@@ -105,7 +106,6 @@ async fn sigterm_during_training_hands_the_job_back_and_exits_cleanly() -> anyho
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "failed before the worker-side sweeper and queue-worker restart were added; not yet re-verified"]
 async fn redis_losing_everything_mid_cycle_loses_no_job() -> anyhow::Result<()> {
     let mut env = TestEnv::new().await?;
     let port = trainyard_tests::free_port();
@@ -138,6 +138,39 @@ async fn redis_losing_everything_mid_cycle_loses_no_job() -> anyhow::Result<()> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_outage_mid_cycle_fails_nothing_and_loses_nothing() -> anyhow::Result<()> {
+    let mut pg = OwnPostgres::start(None)?;
+    let mut env = TestEnv::on(&pg.url()).await?;
+    for i in 0..4 {
+        insert_org(&env.pool, &format!("org-{i}"), 200, 80 + i).await?;
+    }
+    // Training outlasts the outage's start, so jobs are mid-flight when it hits.
+    let slow = [("TRAINYARD_FAULTS", "slow-ms=3000")];
+    env.spawn_worker(&slow)?;
+    env.spawn_worker(&slow)?;
+    let cycle = enqueue(&env, None, Some(ModelType::EnergyForecast)).await?;
+    wait_for_running_job(&env, cycle, Duration::from_secs(30)).await?;
+    pg.stop();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    pg.resume()?;
+    assert_eq!(env.wait_for_cycle(cycle, LIMIT).await?, "completed");
+    assert_eq!(counts(&env, cycle).await?, ("completed".into(), 4, 0, 0));
+    assert_eq!(models_per_job(&env, cycle).await?, vec![1, 1, 1, 1]);
+    // No attempt was spent on the outage: live workers kept their jobs.
+    let attempts: Vec<i32> =
+        sqlx::query_scalar("select attempts from ml_training_jobs where cycle_id = $1")
+            .bind(cycle)
+            .fetch_all(&env.pool)
+            .await?;
+    assert_eq!(attempts, vec![1, 1, 1, 1]);
+    // No crash loop: both workers are still serving.
+    for w in env.workers().iter_mut() {
+        assert!(w.try_wait()?.is_none(), "a worker exited during the outage");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_panicking_job_fails_with_its_reason_and_the_worker_keeps_serving() -> anyhow::Result<()>
 {
     let mut env = TestEnv::new().await?;
@@ -165,7 +198,6 @@ async fn a_panicking_job_fails_with_its_reason_and_the_worker_keeps_serving() ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "failed before the worker-side sweeper and queue-worker restart were added; not yet re-verified"]
 async fn a_job_that_kills_its_worker_is_failed_after_three_attempts() -> anyhow::Result<()> {
     let mut env = TestEnv::new().await?;
     let poison = insert_org(&env.pool, "abort", 200, 41).await?;

@@ -3,6 +3,9 @@
 
 #![allow(clippy::type_complexity)]
 
+mod chaos;
 mod cycle;
+mod data_prep;
 mod faults;
 mod scheduling;
+mod security;

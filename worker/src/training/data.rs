@@ -5,7 +5,8 @@
 //!
 //! Rules, in order:
 //! 1. A row whose target is NaN (a NULL from the database arrives as NaN),
-//!    ±inf or negative is rejected and counted by reason.
+//!    ±inf, negative or absurdly large (above [`MAX_PLAUSIBLE`]) is rejected
+//!    and counted by reason.
 //! 2. Rows of the same date are summed (several meters or categories per day);
 //!    the number of dates that had more than one row is reported.
 //! 3. Missing days are filled by linear interpolation when the gap is at most
@@ -69,11 +70,19 @@ pub struct RejectedCounts {
     pub nan: usize,
     pub infinite: usize,
     pub negative: usize,
+    /// Values above [`MAX_PLAUSIBLE`]: unit mistakes or corrupt imports.
+    #[serde(default)]
+    pub absurd: usize,
 }
+
+/// The largest value a daily row may carry (1e12: more than the world's
+/// daily electricity use in kWh). Larger values are rejected as absurd; this
+/// also keeps sums of many rows and the f32 models far from overflow.
+pub const MAX_PLAUSIBLE: f64 = 1e12;
 
 impl RejectedCounts {
     pub fn total(&self) -> usize {
-        self.nan + self.infinite + self.negative
+        self.nan + self.infinite + self.negative + self.absurd
     }
 
     /// Counts `x` under its reason and says whether it is usable.
@@ -86,6 +95,9 @@ impl RejectedCounts {
             false
         } else if x < 0.0 {
             self.negative += 1;
+            false
+        } else if x > MAX_PLAUSIBLE {
+            self.absurd += 1;
             false
         } else {
             true
@@ -450,5 +462,155 @@ impl Scaler {
 
     pub fn invert(&self, z: f64) -> f64 {
         z * self.std + self.mean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SETTINGS: PrepSettings = PrepSettings {
+        min_days: 180,
+        holdout_days: 30,
+        max_gap_days: 7,
+    };
+
+    fn day(i: i64) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2025, 1, 1).unwrap() + Duration::days(i)
+    }
+
+    fn row(i: i64, value: f64) -> RawRow {
+        RawRow {
+            id: Some(i),
+            date: day(i),
+            value,
+            co2e_kg: value * 0.3,
+            grid_factor: 0.3 + (i % 7) as f64 * 0.01,
+        }
+    }
+
+    fn rows(days: i64) -> Vec<RawRow> {
+        (0..days).map(|i| row(i, 100.0 + (i % 7) as f64)).collect()
+    }
+
+    #[test]
+    fn rows_of_one_date_are_summed_and_counted_as_duplicates() {
+        let mut r = rows(200);
+        r.push(RawRow {
+            id: Some(999),
+            ..row(10, 5.0)
+        });
+        let p = prepare_series(&r, Target::Value, &SETTINGS).unwrap();
+        assert_eq!(p.series.values[10], 100.0 + 3.0 + 5.0);
+        assert_eq!(p.report.duplicate_dates, 1);
+        assert_eq!(p.report.rows_used, 201);
+        assert_eq!(p.series.values.len(), 200);
+    }
+
+    #[test]
+    fn short_gaps_are_interpolated_and_reported() {
+        let r: Vec<RawRow> = rows(200)
+            .into_iter()
+            .filter(|x| !(50..53).contains(&(x.date - day(0)).num_days()))
+            .collect();
+        let p = prepare_series(&r, Target::Value, &SETTINGS).unwrap();
+        assert_eq!(p.series.values.len(), 200);
+        assert_eq!(p.report.gaps_filled, 3);
+        assert_eq!(
+            p.report.gaps,
+            vec![DateRange {
+                start: day(50),
+                end: day(52)
+            }]
+        );
+        // Linear between day 49 (100 + 0) and day 53 (100 + 4).
+        assert_eq!(&p.series.values[50..53], &[101.0, 102.0, 103.0]);
+    }
+
+    #[test]
+    fn a_long_gap_drops_the_older_stretch() {
+        let mut r: Vec<RawRow> = (0..20).map(|i| row(i, 50.0 + i as f64)).collect();
+        r.extend((40..240).map(|i| row(i, 100.0 + (i % 7) as f64)));
+        let p = prepare_series(&r, Target::Value, &SETTINGS).unwrap();
+        assert_eq!(p.series.start, day(40));
+        assert_eq!(p.report.dropped_days, 20);
+        assert_eq!(p.series.values.len(), 200);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_and_counted_by_reason() {
+        let mut r = rows(200);
+        r[3].value = f64::NAN;
+        r[4].value = f64::INFINITY;
+        r[5].value = f64::NEG_INFINITY;
+        r[6].value = -1.0;
+        r[7].value = 1e300;
+        let p = prepare_series(&r, Target::Value, &SETTINGS).unwrap();
+        let c = p.report.rejected;
+        assert_eq!((c.nan, c.infinite, c.negative, c.absurd), (1, 2, 1, 1));
+        assert_eq!(c.total(), 5);
+        // The rejected days are filled from their neighbours.
+        assert_eq!(p.report.gaps_filled, 5);
+        assert!(p.series.values.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn one_day_short_is_insufficient_with_both_numbers() {
+        let err = prepare_series(&rows(179), Target::Value, &SETTINGS).unwrap_err();
+        assert_eq!(
+            err,
+            DataError::Insufficient {
+                have: 179,
+                need: 180
+            }
+        );
+        assert!(prepare_series(&rows(180), Target::Value, &SETTINGS).is_ok());
+    }
+
+    #[test]
+    fn constant_and_all_zero_series_are_invalid() {
+        let zero: Vec<RawRow> = (0..200).map(|i| row(i, 0.0)).collect();
+        let err = prepare_series(&zero, Target::Value, &SETTINGS).unwrap_err();
+        assert!(err.to_string().contains("zero every day"), "{err}");
+        let flat: Vec<RawRow> = (0..200).map(|i| row(i, 42.0)).collect();
+        let err = prepare_series(&flat, Target::Value, &SETTINGS).unwrap_err();
+        assert!(err.to_string().contains("constant"), "{err}");
+    }
+
+    #[test]
+    fn the_holdout_is_the_last_days_in_order() {
+        let r: Vec<RawRow> = (0..200).rev().map(|i| row(i, i as f64)).collect();
+        let p = prepare_series(&r, Target::Value, &SETTINGS).unwrap();
+        assert_eq!(p.train().len(), 170);
+        assert_eq!(p.holdout().len(), 30);
+        assert_eq!(p.holdout()[0], 170.0);
+        assert_eq!(p.report.holdout.start, day(170));
+        assert_eq!(p.report.train.end, day(169));
+        assert!(p.train().windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn anomaly_rows_keep_duplicates_and_split_by_calendar_day() {
+        let mut r = rows(200);
+        r.push(RawRow {
+            id: Some(1000),
+            ..row(199, 80.0)
+        });
+        r[0].grid_factor = f64::NAN;
+        let p = prepare_rows(&r, &SETTINGS).unwrap();
+        assert_eq!(p.rows.len(), 200);
+        assert_eq!(p.report.rejected.nan, 1);
+        assert_eq!(p.report.duplicate_dates, 1);
+        assert_eq!(p.holdout().len(), 31);
+        assert!(p.holdout().iter().all(|x| x.date >= day(170)));
+    }
+
+    #[test]
+    fn the_scaler_maps_a_constant_to_zero() {
+        let s = Scaler::fit([5.0, 5.0, 5.0].into_iter());
+        assert_eq!(s.apply(5.0), 0.0);
+        let s = Scaler::fit([1.0, 3.0].into_iter());
+        assert_eq!((s.mean, s.std), (2.0, 1.0));
+        assert_eq!(s.invert(s.apply(7.5)), 7.5);
     }
 }
