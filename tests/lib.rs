@@ -466,10 +466,11 @@ impl OwnPostgres {
                 "",
                 "-c",
                 "listen_addresses=127.0.0.1",
+                // fsync off is safe here (the OS keeps the page cache across a
+                // server stop); synchronous_commit stays on, or an immediate
+                // stop would lose commits the test relies on.
                 "-c",
                 "fsync=off",
-                "-c",
-                "synchronous_commit=off",
                 "-c",
                 "max_connections=100",
             ])
@@ -490,10 +491,22 @@ impl OwnPostgres {
         Ok(())
     }
 
-    /// Stops the server abruptly (SIGQUIT: no checkpoint, every client cut off).
+    /// Stops the server abruptly (`pg_ctl stop -m immediate`: no checkpoint,
+    /// every client cut off). The server's own pid is signalled, not the
+    /// `runuser` wrapper's, which would not pass the signal on.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = signal(child.id(), nix::sys::signal::Signal::SIGQUIT);
+            let data = self.dir.join("data");
+            let stopped = as_pg_owner(&self.bin.join("pg_ctl"))
+                .args(["-D", &data.to_string_lossy(), "stop", "-m", "immediate", "-w"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !stopped {
+                let _ = child.kill();
+            }
             let _ = child.wait();
         }
     }
