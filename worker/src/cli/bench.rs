@@ -75,7 +75,10 @@ pub fn series(days: usize, seed: u64) -> Vec<f64> {
         .map(|t| {
             let t = t as f64;
             let tau = 2.0 * std::f64::consts::PI;
-            100.0 + 0.05 * t + 8.0 * (tau * t / 7.0).sin() + 15.0 * (tau * t / 365.25).sin()
+            100.0
+                + 0.05 * t
+                + 8.0 * (tau * t / 7.0).sin()
+                + 15.0 * (tau * t / 365.25).sin()
                 + 2.0 * rng.normal()
         })
         .collect()
@@ -108,7 +111,10 @@ pub fn usage() -> (Duration, f64) {
         Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
     };
     // Linux reports ru_maxrss in kilobytes.
-    (tv(u.user_time()) + tv(u.system_time()), u.max_rss() as f64 / 1024.0)
+    (
+        tv(u.user_time()) + tv(u.system_time()),
+        u.max_rss() as f64 / 1024.0,
+    )
 }
 
 fn median(values: &mut [f64]) -> f64 {

@@ -37,7 +37,12 @@ fn smoke() -> anyhow::Result<String> {
             [a, 0.5 * a, (i % 7) as f32 / 7.0]
         })
         .collect();
-    let ae = train_autoencoder(&rows, &AutoencoderConfig::new().with_epochs(2), 1, &mut |_| {})?;
+    let ae = train_autoencoder(
+        &rows,
+        &AutoencoderConfig::new().with_epochs(2),
+        1,
+        &mut |_| {},
+    )?;
     let errors = ae.reconstruction_errors(&rows);
     anyhow::ensure!(
         errors.iter().all(|v| v.is_finite()),

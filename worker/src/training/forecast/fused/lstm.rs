@@ -91,7 +91,17 @@ impl LayerCache {
             let (prev_h, cur_h) = self.hidden_states.split_at_mut(t * bh);
             let zt = &mut self.gates[t * batch * g..(t + 1) * batch * g];
             if t > 0 {
-                gemm(batch, h, g, &prev_h[(t - 1) * bh..], false, p.w_hh, false, 1.0, zt);
+                gemm(
+                    batch,
+                    h,
+                    g,
+                    &prev_h[(t - 1) * bh..],
+                    false,
+                    p.w_hh,
+                    false,
+                    1.0,
+                    zt,
+                );
             }
             for row in zt.chunks_exact_mut(g) {
                 sigmoid(&mut row[..3 * h]);
@@ -180,14 +190,34 @@ impl LayerCache {
                 }
             }
             if t > 0 {
-                gemm(batch, g, h, dz, false, p.w_hh, true, 0.0, &mut self.dh_next[..bh]);
+                gemm(
+                    batch,
+                    g,
+                    h,
+                    dz,
+                    false,
+                    p.w_hh,
+                    true,
+                    0.0,
+                    &mut self.dh_next[..bh],
+                );
             }
         }
         let dz_all = &self.d_gates[..rows * g];
         if steps > 1 {
             // dW_hh = Σ_t h_{t-1}ᵀ·dz_t, all steps in one GEMM.
             let hs = &self.hidden_states[..(steps - 1) * bh];
-            gemm(h, (steps - 1) * batch, g, hs, true, &dz_all[batch * g..], false, 1.0, grads.w_hh);
+            gemm(
+                h,
+                (steps - 1) * batch,
+                g,
+                hs,
+                true,
+                &dz_all[batch * g..],
+                false,
+                1.0,
+                grads.w_hh,
+            );
         }
         if d == 1 {
             for (row, &xv) in dz_all.chunks_exact(g).zip(&x[..rows]) {
@@ -205,7 +235,17 @@ impl LayerCache {
             }
         }
         if let Some(dx) = dx {
-            gemm(rows, g, d, dz_all, false, p.w_ih, true, 0.0, &mut dx[..rows * d]);
+            gemm(
+                rows,
+                g,
+                d,
+                dz_all,
+                false,
+                p.w_ih,
+                true,
+                0.0,
+                &mut dx[..rows * d],
+            );
         }
     }
 }

@@ -257,7 +257,10 @@ fn gates_mut(lstm: &mut Lstm) -> [&mut GateController; 4] {
 
 /// Copies `[rows × H]` into column block `k` of `[rows × 4H]`.
 fn scatter_block(src: &[f32], dst: &mut [f32], hidden: usize, k: usize) {
-    for (s, d) in src.chunks_exact(hidden).zip(dst.chunks_exact_mut(4 * hidden)) {
+    for (s, d) in src
+        .chunks_exact(hidden)
+        .zip(dst.chunks_exact_mut(4 * hidden))
+    {
         d[k * hidden..(k + 1) * hidden].copy_from_slice(s);
     }
 }
@@ -350,8 +353,14 @@ impl FusedForecaster {
                 out.push((format!("{p}.hidden_transform.bias"), bias(&r.b_hh)));
             }
         }
-        out.push(("head.weight".into(), flat[self.layout.head_w.clone()].to_vec()));
-        out.push(("head.bias".into(), flat[self.layout.head_b.clone()].to_vec()));
+        out.push((
+            "head.weight".into(),
+            flat[self.layout.head_w.clone()].to_vec(),
+        ));
+        out.push((
+            "head.bias".into(),
+            flat[self.layout.head_b.clone()].to_vec(),
+        ));
         out
     }
 
@@ -435,7 +444,7 @@ impl FusedForecaster {
             batch,
             &ws.dh2[..rows * h2],
             &mut self.layout.l2.grads(g2),
-            Some(ds1),
+            Some(&mut *ds1),
         );
         let dh1 = &mut ws.dh1[..rows * h1];
         dh1.copy_from_slice(ds1);

@@ -84,7 +84,11 @@ fn the_fused_forward_matches_burn_nn_lstm() {
     let model = neural::seeded_init(11, |d| config().init(d)).valid();
     let fused = FusedForecaster::from_burn(&model);
     let (x, _) = batch();
-    let input = neural::tensor3(x.clone(), [x.len() / WINDOW, WINDOW, 1], &neural::infer_device());
+    let input = neural::tensor3(
+        x.clone(),
+        [x.len() / WINDOW, WINDOW, 1],
+        &neural::infer_device(),
+    );
     let want = neural::to_vec(model.forward(input));
     assert_close("forward", &fused.predict(&x, WINDOW), &want);
 }
@@ -124,7 +128,11 @@ fn fused_adam_steps_match_burn_adam_steps() {
     let want = FusedForecaster::from_burn(&model.valid());
     // Adam moves every weight by about the learning rate per step whatever
     // the gradient's size, so compare the moves against that scale.
-    for ((name, a), (_, b)) in fused.named(&fused.params).iter().zip(want.named(&want.params)) {
+    for ((name, a), (_, b)) in fused
+        .named(&fused.params)
+        .iter()
+        .zip(want.named(&want.params))
+    {
         for (k, (p, q)) in a.iter().zip(&b).enumerate() {
             assert!((p - q).abs() <= 3e-5, "{name}[{k}]: fused {p} vs burn {q}");
         }
