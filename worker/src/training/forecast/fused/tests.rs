@@ -195,7 +195,9 @@ fn a_saved_and_loaded_fused_model_forecasts_identically() {
 #[test]
 fn the_fused_and_burn_engines_learn_the_same_series_about_as_well() {
     let (series, config) = tiny();
-    let config = config.with_epochs(25);
+    // Dropout off: the burn engine's dropout draws from burn's process-wide
+    // RNG, which tests running in parallel share.
+    let config = config.with_epochs(25).with_dropout(0.0);
     let mut losses = Vec::new();
     for engine in [LstmEngine::Fused, LstmEngine::Burn] {
         let mut last = f64::NAN;
@@ -203,7 +205,7 @@ fn the_fused_and_burn_engines_learn_the_same_series_about_as_well() {
         train_forecaster(&series, &c, 3, &mut |r| last = r.train_loss).expect("trains");
         losses.push(last);
     }
-    // Different dropout streams, so not equal; but the same quality.
+    // Same start, same batches; only summation order differs over 25 epochs.
     assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
     assert!(
         (losses[0] - losses[1]).abs() <= 0.1 * losses[0].max(losses[1]),
