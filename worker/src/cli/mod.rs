@@ -1,6 +1,9 @@
 //! The `trainyard-worker` command line: the queue consumer and the local
 //! training tools share one binary.
 
+pub mod bench;
+pub mod check;
+
 use clap::{Parser, Subcommand};
 
 /// Trains trainyard's models: as a queue worker replica (`run`), or locally
@@ -19,6 +22,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a worker replica: pull training jobs from Redis until SIGTERM.
     Run(Box<crate::consumer::WorkerSettings>),
+    /// Check the ML stack: print burn's version and backend, train tiny models.
+    Check,
+    /// Benchmark training on the reference workload (one thread).
+    Bench(bench::BenchArgs),
 }
 
 pub async fn execute(cli: Cli) -> anyhow::Result<i32> {
@@ -27,5 +34,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<i32> {
             crate::consumer::run(*settings, crate::consumer::worker::shutdown_signal()).await?;
             Ok(0)
         }
+        Command::Check => Ok(check::run()),
+        Command::Bench(args) => bench::run(&args).map(|()| 0),
     }
 }

@@ -25,6 +25,45 @@ pub fn train_device(seed: u64) -> Device {
     device
 }
 
+/// Serializes seeding and weight initialization: burn's RNG is one per
+/// process, so two models built at once on different threads would draw from
+/// each other's stream.
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Builds a model on the training device from `seed`, reproducibly even
+/// while other threads train: seeds and draws every parameter (burn
+/// initializes parameters lazily, on first use) under a process-wide lock.
+pub fn seeded_init<M: Module>(seed: u64, init: impl FnOnce(&Device) -> M) -> M {
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let device = train_device(seed);
+    let model = init(&device);
+    model.visit(&mut Materialize);
+    model
+}
+
+/// Forces lazy parameters to initialize, in module order.
+struct Materialize;
+
+impl burn::module::ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
+/// Every float parameter's values, in module order (for comparing weights;
+/// stored records also carry parameter ids, which differ between runs).
+pub fn parameter_values<M: Module>(model: &M) -> Vec<Vec<f32>> {
+    struct Collect(Vec<Vec<f32>>);
+    impl burn::module::ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            self.0.push(to_vec(param.val()));
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    model.visit(&mut collect);
+    collect.0
+}
+
 /// The CPU device without autodiff, for inference.
 pub fn infer_device() -> Device {
     Device::flex()

@@ -43,8 +43,8 @@ pub fn train_autoencoder(
         });
     }
     {
-        let device = neural::train_device(seed);
-        let mut model = config.init(&device);
+        let mut model = neural::seeded_init(seed, |device| config.init(device));
+        let device = model.enc1.weight.val().device();
         let mut optim = AdamConfig::new().with_epsilon(config.epsilon as f32).init();
         let mse = MseLoss::new();
         let data = flatten(rows);
@@ -133,5 +133,43 @@ impl TrainedAutoencoder {
             .map_err(|e| NeuralError::Decode(format!("autoencoder weights: {e}")))?
             .valid();
         Ok(Self { config, model })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows() -> Vec<[f32; FEATURES]> {
+        (0..120)
+            .map(|i| {
+                let a = (i as f32 * 0.1).sin();
+                [a, 0.5 * a, (i % 5) as f32 / 5.0]
+            })
+            .collect()
+    }
+
+    fn weights(seed: u64) -> Vec<Vec<f32>> {
+        let config = AutoencoderConfig::new().with_epochs(2);
+        let model = train_autoencoder(&rows(), &config, seed, &mut |_| {}).expect("trains");
+        neural::parameter_values(&model.model)
+    }
+
+    #[test]
+    fn concurrent_trainings_in_one_process_reproduce_sequential_ones() {
+        let seeds: Vec<u64> = (1..=4).collect();
+        let want: Vec<_> = seeds.iter().map(|&s| weights(s)).collect();
+        for _ in 0..2 {
+            let handles: Vec<_> = seeds
+                .iter()
+                .map(|&s| std::thread::spawn(move || weights(s)))
+                .collect();
+            let got: Vec<_> = handles
+                .into_iter()
+                .map(|h| h.join().expect("no panic"))
+                .collect();
+            assert_eq!(got, want);
+        }
+        assert_ne!(want[0], want[1]);
     }
 }

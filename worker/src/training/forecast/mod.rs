@@ -2,10 +2,11 @@
 //! architecture in burn. Inputs and outputs are normalized values; the
 //! pipeline owns normalization.
 
+pub mod fused;
 pub mod inference;
 pub mod model;
 pub mod training;
 
 pub use inference::TrainedForecaster;
-pub use model::{Forecaster, LstmConfig};
+pub use model::{Forecaster, LstmConfig, LstmEngine};
 pub use training::train_forecaster;

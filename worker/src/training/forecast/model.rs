@@ -28,6 +28,32 @@ pub struct LstmConfig {
     /// report a validation loss per epoch.
     #[config(default = 0.1)]
     pub validation_fraction: f64,
+    /// Which implementation trains the model (`None`: the default, fused);
+    /// the stored weights and inference are the same burn module either way.
+    /// Optional so configs stored before the field existed still load.
+    pub engine: Option<LstmEngine>,
+}
+
+/// The training implementation of the forecaster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LstmEngine {
+    /// Hand-written BPTT on flat buffers ([`super::fused`]); several times faster.
+    Fused,
+    /// Stock burn `nn::Lstm` with autodiff.
+    Burn,
+}
+
+impl std::str::FromStr for LstmEngine {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fused" => Ok(Self::Fused),
+            "burn" => Ok(Self::Burn),
+            other => Err(format!("unknown LSTM engine `{other}` (fused or burn)")),
+        }
+    }
 }
 
 impl Default for LstmConfig {
@@ -46,6 +72,11 @@ pub struct Forecaster {
 }
 
 impl LstmConfig {
+    /// The engine that trains this model.
+    pub fn engine(&self) -> LstmEngine {
+        self.engine.unwrap_or(LstmEngine::Fused)
+    }
+
     pub fn init(&self, device: &Device) -> Forecaster {
         Forecaster {
             lstm1: BurnLstmConfig::new(1, self.hidden1, true).init(device),

@@ -1,4 +1,6 @@
 //! Training the forecaster: sliding windows, seeded shuffling, Adam, MSE.
+//! The fused engine ([`super::fused`]) is the default; this module also
+//! holds the stock burn engine it is checked against.
 
 use std::time::Instant;
 
@@ -7,7 +9,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 
 use super::inference::TrainedForecaster;
-use super::model::{Forecaster, LstmConfig};
+use super::model::{Forecaster, LstmConfig, LstmEngine};
 use crate::training::neural::{self, NeuralError};
 use crate::training::EpochReport;
 
@@ -39,7 +41,13 @@ pub fn train_forecaster(
             need,
         });
     }
-    fit(train, config, seed, on_epoch)
+    match config.engine() {
+        LstmEngine::Fused => {
+            let model = super::fused::fit(train, config, seed, on_epoch)?;
+            Ok(TrainedForecaster::new(config.clone(), model))
+        }
+        LstmEngine::Burn => fit(train, config, seed, on_epoch),
+    }
 }
 
 fn fit(
@@ -55,8 +63,8 @@ fn fit(
     let n_val = if n - n_val < 1 { 0 } else { n_val };
     let n_fit = n - n_val;
 
-    let device = neural::train_device(seed);
-    let mut model: Forecaster = config.init(&device);
+    let mut model: Forecaster = neural::seeded_init(seed, |device| config.init(device));
+    let device = valid_device(&model);
     let mut optim = AdamConfig::new().with_epsilon(config.epsilon as f32).init();
     let mse = MseLoss::new();
     let mut order: Vec<usize> = (0..n_fit).collect();
