@@ -3,6 +3,10 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod eval;
+pub mod plot;
+pub mod train;
+
 /// Trains trainyard's models: as a queue worker replica (`run`), or locally
 /// from a CSV with no services (`train`), plus stack checks and benchmarks.
 ///
@@ -19,6 +23,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a worker replica: pull training jobs from Redis until SIGTERM.
     Run(Box<crate::consumer::WorkerSettings>),
+    /// Train every candidate on a CSV, print their holdout metrics and write the champion.
+    Train(Box<train::TrainArgs>),
+    /// Rolling-origin evaluation on the real series of the shared data folder.
+    Eval(eval::EvalArgs),
 }
 
 pub async fn execute(cli: Cli) -> anyhow::Result<i32> {
@@ -27,5 +35,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<i32> {
             crate::consumer::run(*settings, crate::consumer::worker::shutdown_signal()).await?;
             Ok(0)
         }
+        Command::Train(args) => tokio::task::spawn_blocking(move || train::execute(*args)).await?,
+        Command::Eval(args) => tokio::task::spawn_blocking(move || eval::execute(args)).await?,
     }
 }
