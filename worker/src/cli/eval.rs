@@ -520,9 +520,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<EvalReport> {
             })?;
             Some((ours - theirs.mape).abs())
         })
-        .fold(None, |acc: Option<f64>, d| {
-            Some(acc.map_or(d, |a| a.max(d)))
-        });
+        .reduce(f64::max);
 
     Ok(EvalReport {
         data: args.data.clone(),

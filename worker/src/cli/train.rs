@@ -220,7 +220,7 @@ pub fn parse_date(cell: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(head, "%Y-%m-%d")
         .or_else(|_| NaiveDate::parse_from_str(head, "%Y/%m/%d"))
         .ok()
-        .filter(|_| t.len() == 10 || matches!(t.as_bytes()[10], b' ' | b'T' | b't'))
+        .filter(|_| matches!(t.as_bytes().get(10), None | Some(b' ' | b'T' | b't')))
 }
 
 fn parse_label(cell: &str) -> Option<bool> {
@@ -606,7 +606,7 @@ fn write_anomalies_csv(
     if labels.is_some() {
         header.push("label");
     }
-    w.write_record(&header)?;
+    w.write_record(header)?;
     for f in flags {
         let i = f.row_id.map(|id| (id - 1) as usize);
         let value = i
@@ -628,7 +628,7 @@ fn write_anomalies_csv(
                     .unwrap_or_default(),
             );
         }
-        w.write_record(&rec)?;
+        w.write_record(rec)?;
     }
     w.flush()
         .with_context(|| format!("writing {}", path.display()))?;
@@ -955,6 +955,17 @@ mod tests {
             msg.contains("`day`") && msg.contains("line 3") && msg.contains("01.02.2024"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn dates_may_carry_a_time_and_short_dates_do_not_panic() {
+        let d = NaiveDate::from_ymd_opt(2024, 1, 4).unwrap();
+        assert_eq!(parse_date("2024-01-04"), Some(d));
+        assert_eq!(parse_date("2024-01-04T13:00:00Z"), Some(d));
+        assert_eq!(parse_date("2024/01/04"), Some(d));
+        assert_eq!(parse_date("2024-01-04x"), None);
+        let _ = parse_date("2024-1-4");
+        assert_eq!(parse_date("é"), None);
     }
 
     #[test]
