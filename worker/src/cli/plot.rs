@@ -110,7 +110,7 @@ pub fn write_png(path: &Path, data: &PlotData) -> anyhow::Result<()> {
         .draw()
         .context("drawing the axes")?;
 
-    let series: [(&str, &Vec<(f64, f64)>, RGBColor); 4] = [
+    let series = [
         ("history", &history, RGBColor(90, 90, 90)),
         ("holdout (actual)", &holdout, RGBColor(0, 0, 0)),
         ("champion on holdout", &prediction, RGBColor(230, 120, 0)),
