@@ -498,7 +498,14 @@ impl OwnPostgres {
         if let Some(mut child) = self.child.take() {
             let data = self.dir.join("data");
             let stopped = as_pg_owner(&self.bin.join("pg_ctl"))
-                .args(["-D", &data.to_string_lossy(), "stop", "-m", "immediate", "-w"])
+                .args([
+                    "-D",
+                    &data.to_string_lossy(),
+                    "stop",
+                    "-m",
+                    "immediate",
+                    "-w",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()

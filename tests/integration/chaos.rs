@@ -122,7 +122,12 @@ async fn chaos_three_workers_killed_at_random_lose_and_double_nothing() -> anyho
     assert_eq!(duplicates, 0);
     assert_eq!(lost, 0);
     assert_eq!(
-        (c_total as i64, c_ok as i64, c_failed as i64, c_skipped as i64),
+        (
+            c_total as i64,
+            c_ok as i64,
+            c_failed as i64,
+            c_skipped as i64
+        ),
         (total, succeeded, failed, skipped),
         "the cycle summary matches the job rows"
     );

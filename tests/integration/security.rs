@@ -70,7 +70,11 @@ async fn passwords_never_appear_in_logs_output_help_or_health() -> anyhow::Resul
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(summary["status"], "completed", "{summary}");
     let cycle = summary["id"].as_str().unwrap_or_default().to_string();
-    for args in [vec!["cycles"], vec!["cycle", cycle.as_str()], vec!["--help"]] {
+    for args in [
+        vec!["cycles"],
+        vec!["cycle", cycle.as_str()],
+        vec!["--help"],
+    ] {
         let out = run(&mut with_env(&args))?;
         assert!(out.status.success(), "{args:?}: {}", text(&out));
         seen += &text(&out);
@@ -93,9 +97,16 @@ async fn passwords_never_appear_in_logs_output_help_or_health() -> anyhow::Resul
     seen += &health;
 
     // Wrong passwords: the errors must name the problem, not the secret.
-    let wrong_pg = env.database_url.replace(&pg_secret, &format!("{pg_secret}x"));
-    let wrong_redis = env.redis_url.replace(&redis_secret, &format!("{redis_secret}x"));
-    for (db, rd) in [(&wrong_pg, &env.redis_url), (&env.database_url, &wrong_redis)] {
+    let wrong_pg = env
+        .database_url
+        .replace(&pg_secret, &format!("{pg_secret}x"));
+    let wrong_redis = env
+        .redis_url
+        .replace(&redis_secret, &format!("{redis_secret}x"));
+    for (db, rd) in [
+        (&wrong_pg, &env.redis_url),
+        (&env.database_url, &wrong_redis),
+    ] {
         let out = run(Command::new(&scheduler)
             .args(["cycles"])
             .env("DATABASE_URL", db)
@@ -169,10 +180,11 @@ async fn a_job_reads_and_writes_only_its_own_organization() -> anyhow::Result<()
         .bind(neighbour)
         .execute(&env.pool)
         .await?;
-    let before: i64 = sqlx::query_scalar("select count(*) from metrics_data where organization_id = $1")
-        .bind(neighbour)
-        .fetch_one(&env.pool)
-        .await?;
+    let before: i64 =
+        sqlx::query_scalar("select count(*) from metrics_data where organization_id = $1")
+            .bind(neighbour)
+            .fetch_one(&env.pool)
+            .await?;
     env.spawn_worker(&[])?;
     let cycle = enqueue(&env, Some(target), None).await?;
     assert_eq!(env.wait_for_cycle(cycle, LIMIT).await?, "completed");
@@ -212,12 +224,16 @@ async fn a_job_reads_and_writes_only_its_own_organization() -> anyhow::Result<()
     .fetch_all(&env.pool)
     .await?;
     assert_eq!(energy.len(), 30);
-    assert!(energy.iter().all(|v| *v > 300.0 && *v < 3000.0), "{energy:?}");
+    assert!(
+        energy.iter().all(|v| *v > 300.0 && *v < 3000.0),
+        "{energy:?}"
+    );
     // The neighbour's data is untouched.
-    let after: i64 = sqlx::query_scalar("select count(*) from metrics_data where organization_id = $1")
-        .bind(neighbour)
-        .fetch_one(&env.pool)
-        .await?;
+    let after: i64 =
+        sqlx::query_scalar("select count(*) from metrics_data where organization_id = $1")
+            .bind(neighbour)
+            .fetch_one(&env.pool)
+            .await?;
     assert_eq!(before, after);
     Ok(())
 }

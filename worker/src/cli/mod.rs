@@ -3,6 +3,9 @@
 
 pub mod bench;
 pub mod check;
+pub mod eval;
+pub mod plot;
+pub mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +25,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a worker replica: pull training jobs from Redis until SIGTERM.
     Run(Box<crate::consumer::WorkerSettings>),
+    /// Train every candidate on a CSV, print their holdout metrics and write the champion.
+    Train(Box<train::TrainArgs>),
+    /// Rolling-origin evaluation on the real series of the shared data folder.
+    Eval(eval::EvalArgs),
     /// Check the ML stack: print burn's version and backend, train tiny models.
     Check,
     /// Benchmark training on the reference workload (one thread).
@@ -34,6 +41,8 @@ pub async fn execute(cli: Cli) -> anyhow::Result<i32> {
             crate::consumer::run(*settings, crate::consumer::worker::shutdown_signal()).await?;
             Ok(0)
         }
+        Command::Train(args) => tokio::task::spawn_blocking(move || train::execute(*args)).await?,
+        Command::Eval(args) => tokio::task::spawn_blocking(move || eval::execute(args)).await?,
         Command::Check => Ok(check::run()),
         Command::Bench(args) => bench::run(&args).map(|()| 0),
     }

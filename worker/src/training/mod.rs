@@ -24,8 +24,8 @@ pub mod progress;
 pub use data::{DataReport, RawRow};
 pub use metrics::Metrics;
 pub use pipeline::{
-    rescore, train_model, AnomalyFlag, Candidate, ForecastPoint, SkippedCandidate, TrainError,
-    TrainOutcome, TrainRequest, TrainSettings,
+    holdout_forecast, rescore, train_model, AnomalyFlag, Candidate, ForecastPoint,
+    SkippedCandidate, TrainError, TrainOutcome, TrainRequest, TrainSettings,
 };
 pub use progress::EpochReport;
 

@@ -311,6 +311,38 @@ pub fn rescore(artifact_bytes: &[u8], req: &TrainRequest) -> Result<Metrics, Tra
     }
 }
 
+/// The holdout forecast of a stored forecaster (checksum verified): the
+/// predictions behind the holdout metrics [`train_model`] reported for it,
+/// dated, for plots and error analysis. Anomaly detectors have none.
+pub fn holdout_forecast(
+    artifact_bytes: &[u8],
+    req: &TrainRequest,
+) -> Result<Vec<ForecastPoint>, TrainError> {
+    req.settings.validate()?;
+    let artifact = Artifact::from_bytes(artifact_bytes)?;
+    if artifact.header.model_type != req.model_type {
+        return Err(TrainError::ModelTypeMismatch {
+            artifact: artifact.header.model_type,
+            request: req.model_type,
+        });
+    }
+    let Some(target) = target_of(req.model_type) else {
+        return Ok(Vec::new());
+    };
+    let prep = data::prepare_series(&req.rows, target, &req.settings.prep())?;
+    let model = ForecastModel::load(&artifact)?;
+    let first = prep.report.holdout.start;
+    Ok(model
+        .forecast(prep.train(), prep.series.start, prep.holdout_days)
+        .into_iter()
+        .enumerate()
+        .map(|(h, value)| ForecastPoint {
+            date: first + Duration::days(h as i64),
+            value,
+        })
+        .collect())
+}
+
 fn target_of(model_type: ModelType) -> Option<Target> {
     match model_type {
         ModelType::EnergyForecast => Some(Target::Value),
