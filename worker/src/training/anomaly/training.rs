@@ -172,4 +172,40 @@ mod tests {
         }
         assert_ne!(want[0], want[1]);
     }
+
+    /// Rows on a 2-D plane in 3-D (the third feature is the sum of the
+    /// first two, as co2e = value × factor is nearly linear locally), with
+    /// small noise; an outlier breaks the relation.
+    #[test]
+    fn the_autoencoder_flags_injected_outliers_above_the_training_threshold() {
+        let mut state = 7u64;
+        let mut noise = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02
+        };
+        let normal: Vec<[f32; FEATURES]> = (0..600)
+            .map(|i| {
+                let a = (i as f32 * 0.37).sin();
+                let b = (i as f32 * 0.11).cos();
+                [a + noise(), b + noise(), (a + b) * 0.5 + noise()]
+            })
+            .collect();
+        let config = AutoencoderConfig::new().with_epochs(60);
+        let model = train_autoencoder(&normal, &config, 11, &mut |_| {}).expect("trains");
+        let mut errors = model.reconstruction_errors(&normal);
+        errors.sort_by(f32::total_cmp);
+        // The pipeline's rule: the 0.99 quantile of the training errors.
+        let threshold = errors[(0.99 * (errors.len() - 1) as f64).round() as usize];
+        // Three standard deviations off the plane (the features are ~unit scale).
+        let outliers = [[2.0, 2.0, -2.0], [-2.0, 2.0, 3.0], [0.0, 0.0, 3.0]];
+        let scores = model.reconstruction_errors(&outliers);
+        for (row, score) in outliers.iter().zip(&scores) {
+            assert!(
+                *score > threshold,
+                "outlier {row:?} scored {score}, threshold {threshold}"
+            );
+        }
+    }
 }
