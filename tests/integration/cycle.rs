@@ -184,6 +184,21 @@ async fn promotion_compares_on_the_same_holdout_archives_the_old_model_and_skips
     .fetch_one(&env.pool)
     .await?;
     assert_eq!(v2_status == "active", v2_acc > incumbent + 2.0, "{reason}");
+    // Whichever won, cycle 2's forecast comes from the model that is active now.
+    let active: Uuid = sqlx::query_scalar(
+        "select id from ml_models where organization_id = $1 and status = 'active'",
+    )
+    .bind(org)
+    .fetch_one(&env.pool)
+    .await?;
+    let forecasters: Vec<Uuid> = sqlx::query_scalar(
+        "select distinct p.model_id from ml_predictions p
+         join ml_training_jobs j on j.id = p.job_id where j.cycle_id = $1",
+    )
+    .bind(second)
+    .fetch_all(&env.pool)
+    .await?;
+    assert_eq!(forecasters, vec![active]);
 
     // Corrupt the active artifact: the next cycle must not use it, and says why.
     sqlx::query(

@@ -13,7 +13,7 @@ use trainyard_shared::jobs::{self, Claim, ClaimedJob};
 use trainyard_shared::queue::TrainJob;
 
 use super::data;
-use super::results::{self, Incumbent};
+use super::results::{self, Incumbent, Predictions};
 use super::worker::WorkerState;
 use crate::training::{self, EpochReport, TrainError, TrainOutcome, TrainRequest};
 
@@ -159,12 +159,26 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Result<(), BoxDyn
         let incumbent = match active {
             None => Incumbent::None,
             Some(a) => match training::rescore(&a.artifact, &request) {
-                Ok(metrics) => Incumbent::Scored {
-                    model_id: a.model_id,
-                    version: a.version,
-                    algorithm: a.algorithm,
-                    metrics,
-                },
+                Ok(metrics) => {
+                    let predictions = match training::predict(&a.artifact, &request) {
+                        Ok((forecast, anomalies)) => Some(Box::new(Predictions {
+                            forecast,
+                            anomalies,
+                        })),
+                        Err(e) => {
+                            tracing::warn!(job.id = %job_for_log.job_id, model.id = %a.model_id, error = %e,
+                                "the active model could not predict; the champion's predictions are kept");
+                            None
+                        }
+                    };
+                    Incumbent::Scored {
+                        model_id: a.model_id,
+                        version: a.version,
+                        algorithm: a.algorithm,
+                        metrics,
+                        predictions,
+                    }
+                }
                 Err(e) => Incumbent::Unusable {
                     model_id: a.model_id,
                     version: a.version,

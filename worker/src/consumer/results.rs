@@ -9,7 +9,7 @@ use trainyard_shared::cycles::roll_up;
 use trainyard_shared::jobs::ClaimedJob;
 use uuid::Uuid;
 
-use crate::training::{EpochReport, Metrics, TrainOutcome};
+use crate::training::{AnomalyFlag, EpochReport, ForecastPoint, Metrics, TrainOutcome};
 
 /// A model must beat the active one by more than this many accuracy points,
 /// on the same holdout, to replace it.
@@ -25,6 +25,11 @@ pub enum Incumbent {
         version: i32,
         algorithm: String,
         metrics: Metrics,
+        /// What it predicts on this job's data, written instead of the
+        /// champion's predictions when the champion is not promoted (the
+        /// dashboards show the active model's forecast). `None` when it
+        /// could not predict.
+        predictions: Option<Box<Predictions>>,
     },
     /// It could not be used (e.g. its artifact failed the checksum).
     Unusable {
@@ -32,6 +37,13 @@ pub enum Incumbent {
         version: i32,
         reason: String,
     },
+}
+
+/// A 30-day forecast or a set of anomaly flags, as the pipeline returns them.
+#[derive(Debug, Clone, Default)]
+pub struct Predictions {
+    pub forecast: Vec<ForecastPoint>,
+    pub anomalies: Vec<AnomalyFlag>,
 }
 
 /// The promotion rule, kept apart so it can be tested on its own.
@@ -251,7 +263,17 @@ pub async fn write_success(
         .await?;
     }
 
-    if !outcome.forecast.is_empty() {
+    // The predictions the dashboards read are the active model's: the new
+    // champion's when it was promoted, else the incumbent's on today's data.
+    let (pred_model, forecast, anomalies) = match incumbent {
+        Incumbent::Scored {
+            model_id: inc,
+            predictions: Some(p),
+            ..
+        } if !promoted => (*inc, &p.forecast, &p.anomalies),
+        _ => (model_id, &outcome.forecast, &outcome.anomalies),
+    };
+    if !forecast.is_empty() {
         sqlx::query(
             "insert into ml_predictions
                  (organization_id, model_type, model_id, job_id, prediction_date, predicted_value)
@@ -259,15 +281,15 @@ pub async fn write_success(
         )
         .bind(org)
         .bind(model_type)
-        .bind(model_id)
+        .bind(pred_model)
         .bind(job.job_id)
-        .bind(outcome.forecast.iter().map(|p| p.date).collect::<Vec<_>>())
-        .bind(outcome.forecast.iter().map(|p| p.value).collect::<Vec<_>>())
+        .bind(forecast.iter().map(|p| p.date).collect::<Vec<_>>())
+        .bind(forecast.iter().map(|p| p.value).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }
-    if !outcome.anomalies.is_empty() {
-        let a = &outcome.anomalies;
+    if !anomalies.is_empty() {
+        let a = anomalies;
         sqlx::query(
             "insert into ml_anomaly_flags
                  (organization_id, model_id, job_id, metrics_data_id, date, score, threshold, is_anomaly)
@@ -276,7 +298,7 @@ pub async fn write_success(
                   as u(row_id, d, score, threshold, flag)",
         )
         .bind(org)
-        .bind(model_id)
+        .bind(pred_model)
         .bind(job.job_id)
         .bind(a.iter().map(|f| f.row_id).collect::<Vec<_>>())
         .bind(a.iter().map(|f| f.date).collect::<Vec<_>>())
@@ -357,6 +379,7 @@ mod tests {
             version: 3,
             algorithm: "lstm".into(),
             metrics: metrics(accuracy),
+            predictions: None,
         }
     }
 

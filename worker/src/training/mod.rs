@@ -24,7 +24,7 @@ pub mod progress;
 pub use data::{DataReport, RawRow};
 pub use metrics::Metrics;
 pub use pipeline::{
-    holdout_forecast, rescore, train_model, AnomalyFlag, Candidate, ForecastPoint,
+    holdout_forecast, predict, rescore, train_model, AnomalyFlag, Candidate, ForecastPoint,
     SkippedCandidate, TrainError, TrainOutcome, TrainRequest, TrainSettings,
 };
 pub use progress::EpochReport;

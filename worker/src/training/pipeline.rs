@@ -343,6 +343,74 @@ pub fn holdout_forecast(
         .collect())
 }
 
+/// What a stored model (checksum verified) predicts on the request's data:
+/// the 30-day forecast after the last data day (forecasters) or every row's
+/// score and flag (anomaly detectors). The worker uses it to keep the
+/// predictions of the active model when a new champion is not promoted.
+pub fn predict(
+    artifact_bytes: &[u8],
+    req: &TrainRequest,
+) -> Result<(Vec<ForecastPoint>, Vec<AnomalyFlag>), TrainError> {
+    req.settings.validate()?;
+    let artifact = Artifact::from_bytes(artifact_bytes)?;
+    if artifact.header.model_type != req.model_type {
+        return Err(TrainError::ModelTypeMismatch {
+            artifact: artifact.header.model_type,
+            request: req.model_type,
+        });
+    }
+    match target_of(req.model_type) {
+        Some(target) => {
+            let prep = data::prepare_series(&req.rows, target, &req.settings.prep())?;
+            let model = ForecastModel::load(&artifact)?;
+            Ok((
+                future_forecast(&model, &prep, req.settings.horizon),
+                Vec::new(),
+            ))
+        }
+        None => {
+            let prep = data::prepare_rows(&req.rows, &req.settings.prep())?;
+            let model = AnomalyModel::load(&artifact)?;
+            Ok((Vec::new(), flag_rows(&model, &prep)))
+        }
+    }
+}
+
+/// `horizon` days after the last day of the series, from the whole series.
+fn future_forecast(
+    model: &ForecastModel,
+    prep: &data::PreparedSeries,
+    horizon: usize,
+) -> Vec<ForecastPoint> {
+    let last = prep.series.end();
+    model
+        .forecast(&prep.series.values, prep.series.start, horizon)
+        .into_iter()
+        .enumerate()
+        .map(|(h, value)| ForecastPoint {
+            date: last + Duration::days(h as i64 + 1),
+            value,
+        })
+        .collect()
+}
+
+/// Every prepared row's score and flag.
+fn flag_rows(model: &AnomalyModel, prep: &data::PreparedRows) -> Vec<AnomalyFlag> {
+    let all = model.standardize(&prep.rows);
+    model
+        .scores(&all)
+        .into_iter()
+        .zip(&prep.rows)
+        .map(|(score, row)| AnomalyFlag {
+            row_id: row.id,
+            date: row.date,
+            score,
+            threshold: model.threshold,
+            is_anomaly: score > model.threshold,
+        })
+        .collect()
+}
+
 fn target_of(model_type: ModelType) -> Option<Target> {
     match model_type {
         ModelType::EnergyForecast => Some(Target::Value),
@@ -414,17 +482,7 @@ fn train_forecast(
         models.push(model);
     }
     let champion = pick_champion(&candidates, |c| c.validation.mae, &skipped)?;
-    let all = &prep.series.values;
-    let last = prep.series.end();
-    let forecast = models[champion]
-        .forecast(all, start, settings.horizon)
-        .into_iter()
-        .enumerate()
-        .map(|(h, value)| ForecastPoint {
-            date: last + Duration::days(h as i64 + 1),
-            value,
-        })
-        .collect();
+    let forecast = future_forecast(&models[champion], &prep, settings.horizon);
     Ok(TrainOutcome {
         candidates,
         champion,
@@ -656,20 +714,7 @@ fn train_anomaly(
         models.push(model);
     }
     let champion = pick_champion(&candidates, |c| c.validation.rmse, &skipped)?;
-    let model = &models[champion];
-    let all = model.standardize(&prep.rows);
-    let anomalies = model
-        .scores(&all)
-        .into_iter()
-        .zip(&prep.rows)
-        .map(|(score, row)| AnomalyFlag {
-            row_id: row.id,
-            date: row.date,
-            score,
-            threshold: model.threshold,
-            is_anomaly: score > model.threshold,
-        })
-        .collect();
+    let anomalies = flag_rows(&models[champion], &prep);
     Ok(TrainOutcome {
         candidates,
         champion,
