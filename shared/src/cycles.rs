@@ -120,30 +120,51 @@ pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome
         }
     }
 
-    // Days of usable data per organization and model type, in one pass that
-    // hash-aggregates (org, day) first: much cheaper than three count(distinct).
-    sqlx::query("set local work_mem = '64MB'")
-        .execute(&mut *tx)
-        .await?;
+    // Usable rows per organization and model type: one parallel pass that
+    // aggregates by organization only (no spill, ~0.6 s for 2 million rows
+    // here, against ~6 s for exact distinct days of every organization).
+    // Days never outnumber rows, so an organization with fewer rows than
+    // `min_days` is certainly short: its exact day count is fetched for the
+    // skip reason. One with enough rows is queued; if duplicates or gaps
+    // leave it short after all, its worker records the job as `skipped`
+    // with the exact figures.
     let rows = sqlx::query(
-        "select o.id,
-                count(*) filter (where d.has_co2e) as emissions_days,
-                count(*) filter (where d.has_energy) as energy_days,
-                count(d.date) as any_days
+        "select o.id, coalesce(m.co2e_rows, 0), coalesce(m.energy_rows, 0), coalesce(m.any_rows, 0)
          from organizations o
-         left join (select organization_id, date,
-                           bool_or(co2e_kg is not null) as has_co2e,
-                           bool_or(category = 'energy' and value is not null) as has_energy
+         left join (select organization_id,
+                           count(*) filter (where co2e_kg is not null) as co2e_rows,
+                           count(*) filter (where category = 'energy' and value is not null) as energy_rows,
+                           count(*) as any_rows
                     from metrics_data
                     where ($1::uuid is null or organization_id = $1)
-                    group by organization_id, date) d on d.organization_id = o.id
+                    group by organization_id) m on m.organization_id = o.id
          where ($1::uuid is null or o.id = $1)
-         group by o.id
          order by o.id",
     )
     .bind(new.org)
     .fetch_all(&mut *tx)
     .await?;
+    let short: Vec<Uuid> = rows
+        .iter()
+        .filter(|r| (1..=3).any(|i| r.get::<i64, _>(i) < new.min_days))
+        .map(|r| r.get(0))
+        .collect();
+    let exact: std::collections::HashMap<Uuid, [i64; 3]> = sqlx::query(
+        "select organization_id,
+                count(*) filter (where has_co2e), count(*) filter (where has_energy), count(*)
+         from (select organization_id, date,
+                      bool_or(co2e_kg is not null) as has_co2e,
+                      bool_or(category = 'energy' and value is not null) as has_energy
+               from metrics_data where organization_id = any($1)
+               group by organization_id, date) d
+         group by organization_id",
+    )
+    .bind(&short)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|r| (r.get(0), [r.get(1), r.get(2), r.get(3)]))
+    .collect();
 
     let types: Vec<ModelType> = match new.model_type {
         Some(t) => vec![t],
@@ -157,10 +178,16 @@ pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome
     for row in &rows {
         let org: Uuid = row.get(0);
         for t in &types {
-            let days: i64 = match t {
-                ModelType::EmissionsForecast => row.get(1),
-                ModelType::EnergyForecast => row.get(2),
-                ModelType::AnomalyDetection => row.get(3),
+            let column = match t {
+                ModelType::EmissionsForecast => 0,
+                ModelType::EnergyForecast => 1,
+                ModelType::AnomalyDetection => 2,
+            };
+            let usable_rows: i64 = row.get(column + 1);
+            let days = if usable_rows < new.min_days {
+                exact.get(&org).map_or(0, |d| d[column])
+            } else {
+                usable_rows
             };
             ids.push(Uuid::new_v4());
             orgs.push(org);

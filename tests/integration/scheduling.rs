@@ -106,6 +106,48 @@ async fn an_organization_with_179_days_is_skipped_and_180_is_queued() -> anyhow:
     Ok(())
 }
 
+/// The scheduler judges by row counts (cheap); rows of repeated dates can
+/// make an organization look long enough when it is not. Its worker then
+/// records the job as skipped with the exact figures — not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn enough_rows_on_too_few_days_are_skipped_by_the_worker() -> anyhow::Result<()> {
+    let mut env = TestEnv::new().await?;
+    let org = insert_org(&env.pool, "doubled", 100, 3).await?;
+    // Every day reported twice (two meters): 200 rows, 100 days.
+    sqlx::query(
+        "insert into metrics_data (organization_id, date, category, value, unit, co2e_kg, grid_factor)
+         select organization_id, date, category, value, unit, co2e_kg, grid_factor
+         from metrics_data where organization_id = $1",
+    )
+    .bind(org)
+    .execute(&env.pool)
+    .await?;
+    let cycle = trainyard_tests::enqueue(&env, Some(org), None).await?;
+    let queued: i64 = sqlx::query_scalar(
+        "select count(*) from ml_training_jobs where cycle_id = $1 and status = 'queued'",
+    )
+    .bind(cycle)
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(queued, 3, "200 rows pass the scheduler's cheap check");
+    env.spawn_worker(&[])?;
+    assert_eq!(
+        env.wait_for_cycle(cycle, Duration::from_secs(120)).await?,
+        "completed"
+    );
+    let reasons: Vec<(String, Option<String>)> =
+        sqlx::query_as("select status, reason from ml_training_jobs where cycle_id = $1")
+            .bind(cycle)
+            .fetch_all(&env.pool)
+            .await?;
+    for (status, reason) in &reasons {
+        assert_eq!(status, "skipped", "{reason:?}");
+        let reason = reason.clone().unwrap_or_default();
+        assert!(reason.contains("100"), "{reason}");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_ad_hoc_request_for_an_unknown_organization_is_refused_and_leaves_nothing(
 ) -> anyhow::Result<()> {
