@@ -3,6 +3,7 @@
 //! reconstruction error is the anomaly score. The pipeline owns
 //! standardization and the threshold.
 
+pub mod fused;
 pub mod model;
 pub mod training;
 

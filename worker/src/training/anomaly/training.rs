@@ -2,12 +2,11 @@
 
 use std::time::Instant;
 
-use burn::nn::loss::{MseLoss, Reduction};
-use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 
+use super::fused::{self, FusedAutoencoder};
 use super::model::{Autoencoder, AutoencoderConfig, FEATURES};
 use crate::training::neural::{self, NeuralError};
 use crate::training::EpochReport;
@@ -42,49 +41,47 @@ pub fn train_autoencoder(
             need: 2,
         });
     }
-    {
-        let mut model = neural::seeded_init(seed, |device| config.init(device));
-        let device = model.enc1.weight.val().device();
-        let mut optim = AdamConfig::new().with_epsilon(config.epsilon as f32).init();
-        let mse = MseLoss::new();
-        let data = flatten(rows);
-        let mut order: Vec<usize> = (0..rows.len()).collect();
-        let mut rng = seed ^ 0xA070_E4C0_DE55;
-        let batch = config.batch_size.max(1);
-        for epoch in 1..=config.epochs {
-            let started = Instant::now();
-            neural::shuffle(&mut order, &mut rng);
-            let mut loss_sum = 0.0f64;
-            for chunk in order.chunks(batch) {
-                let b = chunk.len();
-                let mut bx = Vec::with_capacity(b * FEATURES);
-                for &i in chunk {
-                    bx.extend_from_slice(&data[i * FEATURES..(i + 1) * FEATURES]);
-                }
-                let x = neural::tensor2(bx, [b, FEATURES], &device);
-                let loss = mse.forward(model.forward(x.clone()), x, Reduction::Mean);
-                let value = f64::from(loss.clone().into_scalar::<f32>());
-                if !value.is_finite() {
-                    return Err(NeuralError::Diverged(value));
-                }
-                loss_sum += value * b as f64;
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(config.learning_rate, model, grads);
+    let model = neural::seeded_init(seed, |device| config.init(device));
+    let mut engine = FusedAutoencoder::from_burn(&model);
+    let mut optim = fused::adam(&engine, config.epsilon);
+    let mut ws = fused::Workspace::default();
+    let mut grads = vec![0.0f32; engine.params.len()];
+    let data = flatten(rows);
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    let mut rng = seed ^ 0xA070_E4C0_DE55;
+    let batch = config.batch_size.max(1);
+    let mut bx = Vec::with_capacity(batch * FEATURES);
+    for epoch in 1..=config.epochs {
+        let started = Instant::now();
+        neural::shuffle(&mut order, &mut rng);
+        let mut loss_sum = 0.0f64;
+        for chunk in order.chunks(batch) {
+            let b = chunk.len();
+            bx.clear();
+            for &i in chunk {
+                bx.extend_from_slice(&data[i * FEATURES..(i + 1) * FEATURES]);
             }
-            on_epoch(&EpochReport {
-                algorithm: "autoencoder".to_string(),
-                epoch,
-                epochs: config.epochs,
-                train_loss: loss_sum / rows.len() as f64,
-                val_loss: None,
-                seconds: started.elapsed().as_secs_f64(),
-            });
+            grads.fill(0.0);
+            let value = f64::from(engine.loss_and_grads(&bx, b, &mut ws, &mut grads));
+            if !value.is_finite() {
+                return Err(NeuralError::Diverged(value));
+            }
+            loss_sum += value * b as f64;
+            optim.step(config.learning_rate, &mut engine.params, &grads);
         }
-        Ok(TrainedAutoencoder {
-            config: config.clone(),
-            model: model.valid(),
-        })
+        on_epoch(&EpochReport {
+            algorithm: "autoencoder".to_string(),
+            epoch,
+            epochs: config.epochs,
+            train_loss: loss_sum / rows.len() as f64,
+            val_loss: None,
+            seconds: started.elapsed().as_secs_f64(),
+        });
     }
+    Ok(TrainedAutoencoder {
+        config: config.clone(),
+        model: engine.write_into(model).valid(),
+    })
 }
 
 impl TrainedAutoencoder {
@@ -206,6 +203,58 @@ mod tests {
                 *score > threshold,
                 "outlier {row:?} scored {score}, threshold {threshold}"
             );
+        }
+    }
+
+    /// The previous implementation, on burn's autodiff: the reference the
+    /// fused training must reproduce.
+    fn train_with_burn(
+        rows: &[[f32; FEATURES]],
+        config: &AutoencoderConfig,
+        seed: u64,
+    ) -> Vec<Vec<f32>> {
+        use burn::nn::loss::{MseLoss, Reduction};
+        use burn::optim::{AdamConfig, GradientsParams};
+        let mut model = neural::seeded_init(seed, |device| config.init(device));
+        let device = model.enc1.weight.val().device();
+        let mut optim = AdamConfig::new().with_epsilon(config.epsilon as f32).init();
+        let data = flatten(rows);
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        let mut rng = seed ^ 0xA070_E4C0_DE55;
+        for _ in 0..config.epochs {
+            neural::shuffle(&mut order, &mut rng);
+            for chunk in order.chunks(config.batch_size) {
+                let mut bx = Vec::new();
+                for &i in chunk {
+                    bx.extend_from_slice(&data[i * FEATURES..(i + 1) * FEATURES]);
+                }
+                let x = neural::tensor2(bx, [chunk.len(), FEATURES], &device);
+                let loss = MseLoss::new().forward(model.forward(x.clone()), x, Reduction::Mean);
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(config.learning_rate, model, grads);
+            }
+        }
+        neural::parameter_values(&model)
+    }
+
+    #[test]
+    fn fused_training_reproduces_burn_autodiff_training() {
+        let config = AutoencoderConfig::new().with_epochs(3);
+        let want = train_with_burn(&rows(), &config, 9);
+        let got = neural::parameter_values(
+            &train_autoencoder(&rows(), &config, 9, &mut |_| {})
+                .expect("trains")
+                .model,
+        );
+        assert_eq!(want.len(), got.len());
+        for (w, g) in want.iter().zip(&got) {
+            let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            for (a, b) in w.iter().zip(g) {
+                assert!(
+                    (a - b).abs() <= 1e-5 * a.abs() + 1e-5 * scale,
+                    "burn {a} vs fused {b}"
+                );
+            }
         }
     }
 }

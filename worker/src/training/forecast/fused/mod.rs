@@ -113,7 +113,7 @@ impl Layout {
 /// Burn's Adam (`burn::optim::Adam`, no weight decay, no AMSGrad) on flat
 /// buffers, with the same f32 operations in the same order.
 #[derive(Debug, Clone)]
-struct Adam {
+pub(crate) struct Adam {
     moment_1: Vec<f32>,
     moment_2: Vec<f32>,
     time: i32,
@@ -124,7 +124,7 @@ impl Adam {
     const BETA_1: f32 = 0.9;
     const BETA_2: f32 = 0.999;
 
-    fn new(len: usize, epsilon: f32) -> Self {
+    pub(crate) fn new(len: usize, epsilon: f32) -> Self {
         Self {
             moment_1: vec![0.0; len],
             moment_2: vec![0.0; len],
@@ -133,7 +133,7 @@ impl Adam {
         }
     }
 
-    fn step(&mut self, learning_rate: f64, params: &mut [f32], grads: &[f32]) {
+    pub(crate) fn step(&mut self, learning_rate: f64, params: &mut [f32], grads: &[f32]) {
         self.time += 1;
         let (b1, b2) = (Self::BETA_1, Self::BETA_2);
         let (f1, f2) = (1.0 - b1, 1.0 - b2);
@@ -272,7 +272,7 @@ fn gather_block(src: &[f32], hidden: usize, k: usize) -> Vec<f32> {
         .collect()
 }
 
-fn replace<const D: usize>(
+pub(crate) fn replace<const D: usize>(
     param: &mut Param<Tensor<D>>,
     values: Vec<f32>,
     shape: [usize; D],
