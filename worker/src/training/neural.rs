@@ -120,16 +120,27 @@ pub fn unpack(bytes: &[u8]) -> Result<(&str, &[u8]), NeuralError> {
     Ok((config, &rest[n..]))
 }
 
-/// A seeded Fisher-Yates shuffle (splitmix64), independent of any crate's RNG
-/// stream so stored seeds keep meaning the same thing.
+/// The next value of a splitmix64 stream: the one generator behind every
+/// seeded choice of the training code (shuffles, dropout masks, benchmark
+/// data), independent of any crate's RNG so stored seeds keep meaning the
+/// same thing.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A uniform value in `[0, 1)` from a splitmix64 stream (53 random bits).
+pub fn unit_f64(state: &mut u64) -> f64 {
+    (splitmix64(state) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A seeded Fisher-Yates shuffle on a splitmix64 stream.
 pub fn shuffle(indices: &mut [usize], state: &mut u64) {
     for i in (1..indices.len()).rev() {
-        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        let j = (z % (i as u64 + 1)) as usize;
+        let j = (splitmix64(state) % (i as u64 + 1)) as usize;
         indices.swap(i, j);
     }
 }

@@ -288,14 +288,7 @@ pub fn train_model(
 /// use: the same numbers [`train_model`] reported for it when `req` is the
 /// request it was trained from.
 pub fn rescore(artifact_bytes: &[u8], req: &TrainRequest) -> Result<Metrics, TrainError> {
-    req.settings.validate()?;
-    let artifact = Artifact::from_bytes(artifact_bytes)?;
-    if artifact.header.model_type != req.model_type {
-        return Err(TrainError::ModelTypeMismatch {
-            artifact: artifact.header.model_type,
-            request: req.model_type,
-        });
-    }
+    let artifact = load_for(artifact_bytes, req)?;
     match target_of(req.model_type) {
         Some(target) => {
             let prep = data::prepare_series(&req.rows, target, &req.settings.prep())?;
@@ -318,14 +311,7 @@ pub fn holdout_forecast(
     artifact_bytes: &[u8],
     req: &TrainRequest,
 ) -> Result<Vec<ForecastPoint>, TrainError> {
-    req.settings.validate()?;
-    let artifact = Artifact::from_bytes(artifact_bytes)?;
-    if artifact.header.model_type != req.model_type {
-        return Err(TrainError::ModelTypeMismatch {
-            artifact: artifact.header.model_type,
-            request: req.model_type,
-        });
-    }
+    let artifact = load_for(artifact_bytes, req)?;
     let Some(target) = target_of(req.model_type) else {
         return Ok(Vec::new());
     };
@@ -351,14 +337,7 @@ pub fn predict(
     artifact_bytes: &[u8],
     req: &TrainRequest,
 ) -> Result<(Vec<ForecastPoint>, Vec<AnomalyFlag>), TrainError> {
-    req.settings.validate()?;
-    let artifact = Artifact::from_bytes(artifact_bytes)?;
-    if artifact.header.model_type != req.model_type {
-        return Err(TrainError::ModelTypeMismatch {
-            artifact: artifact.header.model_type,
-            request: req.model_type,
-        });
-    }
+    let artifact = load_for(artifact_bytes, req)?;
     match target_of(req.model_type) {
         Some(target) => {
             let prep = data::prepare_series(&req.rows, target, &req.settings.prep())?;
@@ -409,6 +388,19 @@ fn flag_rows(model: &AnomalyModel, prep: &data::PreparedRows) -> Vec<AnomalyFlag
             is_anomaly: score > model.threshold,
         })
         .collect()
+}
+
+/// A stored artifact (checksum verified) that fits the request's model type.
+fn load_for(artifact_bytes: &[u8], req: &TrainRequest) -> Result<Artifact, TrainError> {
+    req.settings.validate()?;
+    let artifact = Artifact::from_bytes(artifact_bytes)?;
+    if artifact.header.model_type != req.model_type {
+        return Err(TrainError::ModelTypeMismatch {
+            artifact: artifact.header.model_type,
+            request: req.model_type,
+        });
+    }
+    Ok(artifact)
 }
 
 fn target_of(model_type: ModelType) -> Option<Target> {

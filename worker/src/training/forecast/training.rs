@@ -25,6 +25,20 @@ pub fn windows(series: &[f32], window: usize) -> (Vec<f32>, Vec<f32>) {
     (x, y)
 }
 
+/// The windows of `train` and how many of them (the chronologically
+/// first) are fitted and how many (the last `validation_fraction`) only
+/// report a validation loss: `(x, y, n_fit, n_val)`. Both engines use it.
+pub(crate) fn split_windows(
+    train: &[f32],
+    config: &LstmConfig,
+) -> (Vec<f32>, Vec<f32>, usize, usize) {
+    let (x, y) = windows(train, config.window);
+    let n = y.len();
+    let n_val = ((n as f64) * config.validation_fraction).floor() as usize;
+    let n_val = if n - n_val < 1 { 0 } else { n_val };
+    (x, y, n - n_val, n_val)
+}
+
 /// Trains on a normalized series; the last `validation_fraction` of the
 /// windows (chronologically) only report a validation loss.
 pub fn train_forecaster(
@@ -57,11 +71,7 @@ fn fit(
     on_epoch: &mut dyn FnMut(&EpochReport),
 ) -> Result<TrainedForecaster, NeuralError> {
     let w = config.window;
-    let (x, y) = windows(train, w);
-    let n = y.len();
-    let n_val = ((n as f64) * config.validation_fraction).floor() as usize;
-    let n_val = if n - n_val < 1 { 0 } else { n_val };
-    let n_fit = n - n_val;
+    let (x, y, n_fit, n_val) = split_windows(train, config);
 
     let mut model: Forecaster = neural::seeded_init(seed, |device| config.init(device));
     let device = valid_device(&model);

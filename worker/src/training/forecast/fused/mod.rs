@@ -23,7 +23,7 @@ use burn::prelude::*;
 
 use self::lstm::{LayerCache, LayerGrads, LayerParams};
 use super::model::{Forecaster, LstmConfig};
-pub(crate) use super::training::windows;
+use super::training::split_windows;
 use crate::training::neural::{self, NeuralError};
 use crate::training::EpochReport;
 
@@ -161,12 +161,7 @@ struct MaskRng(u64);
 
 impl MaskRng {
     fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        neural::unit_f64(&mut self.0)
     }
 
     /// Inverted dropout: each value is 0 with probability `p`, else `1/(1-p)`.
@@ -510,11 +505,7 @@ pub fn fit(
     on_epoch: &mut dyn FnMut(&EpochReport),
 ) -> Result<Forecaster, NeuralError> {
     let w = config.window;
-    let (x, y) = windows(train, w);
-    let n = y.len();
-    let n_val = ((n as f64) * config.validation_fraction).floor() as usize;
-    let n_val = if n - n_val < 1 { 0 } else { n_val };
-    let n_fit = n - n_val;
+    let (x, y, n_fit, n_val) = split_windows(train, config);
 
     let model = neural::seeded_init(seed, |device| config.init(device));
     let mut engine = FusedForecaster::from_burn(&model);

@@ -23,7 +23,7 @@ fn batch() -> (Vec<f32>, Vec<f32>) {
     let series: Vec<f32> = (0..WINDOW + 5)
         .map(|i| 0.5 + 0.3 * (i as f32 * 0.4).sin() + 0.05 * ((i * 7919) % 13) as f32 / 13.0)
         .collect();
-    super::windows(&series, WINDOW)
+    crate::training::forecast::training::windows(&series, WINDOW)
 }
 
 /// Burn's loss and gradients, named as [`FusedForecaster::named`] names them.
