@@ -13,7 +13,14 @@
 #                     else python3 if it imports torch)
 #   TORCH_REFERENCE   the reference script (default: ../shared/bench/torch_reference.py
 #                     relative to the repository root)
+#
+# Both sides run on one thread: every BLAS/OpenMP pool is pinned to 1. PyTorch
+# trains two models per round and only the second counts, so its one-time
+# start-up (lazy kernel selection, allocator warm-up) is not charged to it.
+# A torch venv: python3 -m venv ~/.cache/trainyard-torch-venv &&
+#               ~/.cache/trainyard-torch-venv/bin/pip install torch numpy
 set -euo pipefail
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 n="${1:-5}"
 engine="${ENGINE:-fused}"
@@ -46,15 +53,17 @@ median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) exit; if (NR%2) print v[(NR
 
 ours=()
 theirs=()
+theirs_wall=()
 for ((i = 1; i <= n; i++)); do
     line="$("$worker" bench lstm --runs 1 --engine "$engine" | tail -n 1)"
     cpu="$(sed -n 's/.*cpu_s_per_model=\([0-9.]*\).*/\1/p' <<<"$line")"
     ours+=("$cpu")
     echo "round $i ours:  $line"
     if [[ -n "$python" ]]; then
-        line="$("$python" "$reference" 1 1 lstm | tail -n 1)"
+        line="$("$python" "$reference" 1 2 lstm | tail -n 1)"
         cpu="$(sed -n 's/.*cpu_s=\([0-9.]*\).*/\1/p' <<<"$line")"
         theirs+=("$cpu")
+        theirs_wall+=("$(sed -n 's/.* secs=\([0-9.]*\).*/\1/p' <<<"$line")")
         echo "round $i torch: $line"
     fi
 done
@@ -64,6 +73,8 @@ echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "ours ($engine) median cpu_s_per_model=$ours_median over $n runs"
 if [[ ${#theirs[@]} -gt 0 ]]; then
     theirs_median="$(printf '%s\n' "${theirs[@]}" | median)"
-    echo "pytorch median cpu_s_per_model=$theirs_median over $n runs"
-    awk -v a="$ours_median" -v b="$theirs_median" 'BEGIN {printf "ratio ours/pytorch=%.2f\n", a / b}'
+    theirs_wall_median="$(printf '%s\n' "${theirs_wall[@]}" | median)"
+    echo "pytorch $("$python" -c 'import torch; print(torch.__version__)') median cpu_s_per_model=$theirs_median wall_s_per_model=$theirs_wall_median over $n runs"
+    awk -v a="$ours_median" -v b="$theirs_median" -v w="$theirs_wall_median" \
+        'BEGIN {printf "ratio ours/pytorch=%.2f (cpu-s); against pytorch wall-s=%.2f\n", a / b, a / w}'
 fi
