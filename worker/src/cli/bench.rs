@@ -176,8 +176,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let (cpu1, _) = usage();
         let cpu = (cpu1 - cpu0).as_secs_f64();
         println!(
-            "model={:?} engine={:?} run={r} cpu_s={cpu:.3} wall_s={wall:.3} {result}",
-            args.workload, args.engine
+            "model={:?} engine={:?} kernels={} run={r} cpu_s={cpu:.3} wall_s={wall:.3} {result}",
+            args.workload,
+            args.engine,
+            crate::training::forecast::fused::kernels()
         );
         cpus.push(cpu);
         walls.push(wall);

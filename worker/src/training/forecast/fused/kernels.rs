@@ -46,6 +46,116 @@ pub fn gemm(
     general_mat_mul(1.0, &a, &b, beta, &mut c);
 }
 
+/// `c[m×n] += a[m×k]·b[k×n]`, all row-major and contiguous, with fused
+/// multiply-adds: the per-step recurrent product, where a packing GEMM spends
+/// as long packing the weights as multiplying. Tiles of 4 rows × 16 columns
+/// keep their sums in registers; narrower edges fall back to 8 and 4 columns,
+/// and the last few to dot products.
+/// Only worth calling from code compiled with FMA (see [`super::isa`]):
+/// elsewhere `mul_add` is a library call.
+#[inline(always)]
+pub fn gemm_acc_fma(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    let (a, b, c) = (&a[..m * k], &b[..k * n], &mut c[..m * n]);
+    let mut row = 0;
+    while row + 4 <= m {
+        tile_columns::<4>(row, k, n, a, b, c);
+        row += 4;
+    }
+    while row < m {
+        tile_columns::<1>(row, k, n, a, b, c);
+        row += 1;
+    }
+}
+
+#[inline(always)]
+fn tile_columns<const R: usize>(
+    row: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+) {
+    let mut col = 0;
+    while col + 16 <= n {
+        tile::<R, 16>(row, col, k, n, a, b, c);
+        col += 16;
+    }
+    while col + 8 <= n {
+        tile::<R, 8>(row, col, k, n, a, b, c);
+        col += 8;
+    }
+    while col + 4 <= n {
+        tile::<R, 4>(row, col, k, n, a, b, c);
+        col += 4;
+    }
+    // The last few columns: a dot product of each row with the column,
+    // gathered once, so the sum over `k` still runs 8 lanes wide.
+    let mut column = [0.0f32; MAX_GATHER];
+    while col < n {
+        if k > MAX_GATHER {
+            tile::<R, 1>(row, col, k, n, a, b, c);
+        } else {
+            for (v, b_row) in column.iter_mut().zip(b.chunks_exact(n)) {
+                *v = b_row[col];
+            }
+            for r in row..row + R {
+                c[r * n + col] += dot_fma(&a[r * k..(r + 1) * k], &column[..k]);
+            }
+        }
+        col += 1;
+    }
+}
+
+/// The longest column [`tile_columns`] gathers for a dot product.
+const MAX_GATHER: usize = 256;
+
+#[inline(always)]
+fn dot_fma(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let tail = xc.remainder().iter().zip(yc.remainder());
+    for (xs, ys) in xc.zip(yc) {
+        for ((s, &xv), &yv) in acc.iter_mut().zip(xs).zip(ys) {
+            *s = xv.mul_add(yv, *s);
+        }
+    }
+    let mut sum = acc.iter().sum::<f32>();
+    for (&xv, &yv) in tail {
+        sum = xv.mul_add(yv, sum);
+    }
+    sum
+}
+
+#[inline(always)]
+fn tile<const R: usize, const W: usize>(
+    row: usize,
+    col: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+) {
+    let a_rows: [&[f32]; R] = std::array::from_fn(|r| &a[(row + r) * k..(row + r + 1) * k]);
+    let mut acc = [[0.0f32; W]; R];
+    for (p, b_row) in b.chunks_exact(n).enumerate() {
+        let bv: &[f32; W] = b_row[col..col + W].try_into().expect("W columns");
+        for (acc_r, a_r) in acc.iter_mut().zip(&a_rows) {
+            let av = a_r[p];
+            for (s, &bw) in acc_r.iter_mut().zip(bv) {
+                *s = av.mul_add(bw, *s);
+            }
+        }
+    }
+    for (r, acc_r) in acc.iter().enumerate() {
+        let c_row = &mut c[(row + r) * n + col..(row + r) * n + col + W];
+        for (cv, s) in c_row.iter_mut().zip(acc_r) {
+            *cv += s;
+        }
+    }
+}
+
 const LANES: usize = 8;
 
 /// `e^x` for one lane; written so that a loop over lanes vectorizes.
@@ -92,6 +202,7 @@ fn tanh_lane(x: f32) -> f32 {
     t.copysign(x)
 }
 
+#[inline(always)]
 fn map_in_place(values: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
     let mut chunks = values.chunks_exact_mut(LANES);
     for chunk in &mut chunks {
@@ -105,16 +216,19 @@ fn map_in_place(values: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
 }
 
 /// Logistic sigmoid, in place.
+#[inline(always)]
 pub fn sigmoid(values: &mut [f32]) {
     map_in_place(values, sigmoid_lane);
 }
 
 /// Hyperbolic tangent, in place.
+#[inline(always)]
 pub fn tanh(values: &mut [f32]) {
     map_in_place(values, tanh_lane);
 }
 
 /// `out = tanh(x)`.
+#[inline(always)]
 pub fn tanh_into(x: &[f32], out: &mut [f32]) {
     out.copy_from_slice(x);
     tanh(out);
@@ -155,6 +269,60 @@ mod tests {
                 (y - want).abs() <= 1e-7 || rel(*y, want) < 1e-6,
                 "tanh({x}) = {y}, want {want}"
             );
+        }
+    }
+
+    struct AccFma<'a> {
+        shape: (usize, usize, usize),
+        a: &'a [f32],
+        b: &'a [f32],
+        c: &'a mut [f32],
+    }
+
+    impl super::super::isa::Vectorized for AccFma<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<const FMA: bool>(self) {
+            let (m, k, n) = self.shape;
+            gemm_acc_fma(m, k, n, self.a, self.b, self.c);
+        }
+    }
+
+    #[test]
+    fn the_fma_product_matches_a_naive_one_on_every_tile_shape() {
+        use super::super::isa::Isa;
+        // Rows 4+4+1 and columns 16+16+8+1 (and 16+4+1) reach every tile.
+        for (m, k, n) in [
+            (9, 7, 41),
+            (6, 5, 21),
+            (4, 50, 200),
+            (1, 25, 100),
+            (5, 200, 50),
+            (3, 3, 3),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let mut want = vec![0.0f32; m * n];
+            for i in 0..m {
+                for j in 0..n {
+                    let dot: f64 = (0..k)
+                        .map(|p| f64::from(a[i * k + p]) * f64::from(b[p * n + j]))
+                        .sum();
+                    want[i * n + j] = (dot + 0.5) as f32;
+                }
+            }
+            for isa in [Isa::portable(), Isa::detect()] {
+                let mut c = vec![0.5f32; m * n];
+                isa.run(AccFma {
+                    shape: (m, k, n),
+                    a: &a,
+                    b: &b,
+                    c: &mut c,
+                });
+                for (x, y) in c.iter().zip(&want) {
+                    assert!((x - y).abs() < 1e-4, "{m}×{k}×{n}: {x} vs {y}");
+                }
+            }
         }
     }
 

@@ -8,7 +8,8 @@
 //! GEMM, the input projection of every step is one GEMM, and the weight
 //! gradients of every step are one GEMM each.
 
-use super::kernels::{gemm, sigmoid, tanh, tanh_into};
+use super::isa::{Isa, Vectorized};
+use super::kernels::{gemm, gemm_acc_fma, sigmoid, tanh, tanh_into};
 
 /// A layer's parameters, as slices of the engine's flat parameter vector.
 pub struct LayerParams<'a> {
@@ -35,6 +36,12 @@ pub struct LayerGrads<'a> {
 pub struct LayerCache {
     pub d_in: usize,
     pub hidden: usize,
+    /// The instruction set the passes run with.
+    isa: Isa,
+    /// `W_hhᵀ` `[4H × H]`, row-major, for the FMA build's backward product.
+    w_hh_t: Vec<f32>,
+    /// The initial cell state, zeros `[batch][H]`.
+    zero_state: Vec<f32>,
     /// Gate activations `[steps][batch][4H]`.
     gates: Vec<f32>,
     /// Cell states `[steps][batch][H]`.
@@ -50,11 +57,14 @@ pub struct LayerCache {
 }
 
 impl LayerCache {
-    pub fn new(d_in: usize, hidden: usize, steps: usize, batch: usize) -> Self {
+    pub fn new(d_in: usize, hidden: usize, steps: usize, batch: usize, isa: Isa) -> Self {
         let n = steps * batch;
         Self {
             d_in,
             hidden,
+            isa,
+            w_hh_t: vec![0.0; hidden * 4 * hidden],
+            zero_state: vec![0.0; batch * hidden],
             gates: vec![0.0; n * 4 * hidden],
             cells: vec![0.0; n * hidden],
             tanh_cells: vec![0.0; n * hidden],
@@ -68,6 +78,52 @@ impl LayerCache {
     /// Runs the layer over `x` (`[steps][batch][d_in]`), zero initial state.
     /// The outputs are `hidden_states[..steps·batch·H]`.
     pub fn forward(&mut self, p: &LayerParams<'_>, x: &[f32], steps: usize, batch: usize) {
+        let isa = self.isa;
+        isa.run(Forward {
+            cache: self,
+            p,
+            x,
+            steps,
+            batch,
+        });
+    }
+
+    /// Backpropagation through time after [`forward`](Self::forward) on the
+    /// same `x`. `dh_out` is the loss gradient w.r.t. every step's output
+    /// (`[steps][batch][H]`). Parameter gradients are added to `grads`; when
+    /// `dx` is given it receives the gradient w.r.t. `x`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &mut self,
+        p: &LayerParams<'_>,
+        x: &[f32],
+        steps: usize,
+        batch: usize,
+        dh_out: &[f32],
+        grads: &mut LayerGrads<'_>,
+        dx: Option<&mut [f32]>,
+    ) {
+        let isa = self.isa;
+        isa.run(Backward {
+            cache: self,
+            p,
+            x,
+            steps,
+            batch,
+            dh_out,
+            grads,
+            dx,
+        });
+    }
+
+    #[inline(always)]
+    fn forward_impl<const FMA: bool>(
+        &mut self,
+        p: &LayerParams<'_>,
+        x: &[f32],
+        steps: usize,
+        batch: usize,
+    ) {
         let (d, h) = (self.d_in, self.hidden);
         let g = 4 * h;
         let rows = steps * batch;
@@ -91,17 +147,12 @@ impl LayerCache {
             let (prev_h, cur_h) = self.hidden_states.split_at_mut(t * bh);
             let zt = &mut self.gates[t * batch * g..(t + 1) * batch * g];
             if t > 0 {
-                gemm(
-                    batch,
-                    h,
-                    g,
-                    &prev_h[(t - 1) * bh..],
-                    false,
-                    p.w_hh,
-                    false,
-                    1.0,
-                    zt,
-                );
+                let h_prev = &prev_h[(t - 1) * bh..];
+                if FMA {
+                    gemm_acc_fma(batch, h, g, h_prev, p.w_hh, zt);
+                } else {
+                    gemm(batch, h, g, h_prev, false, p.w_hh, false, 1.0, zt);
+                }
             }
             for row in zt.chunks_exact_mut(g) {
                 sigmoid(&mut row[..3 * h]);
@@ -138,12 +189,9 @@ impl LayerCache {
         }
     }
 
-    /// Backpropagation through time after [`forward`](Self::forward) on the
-    /// same `x`. `dh_out` is the loss gradient w.r.t. every step's output
-    /// (`[steps][batch][H]`). Parameter gradients are added to `grads`; when
-    /// `dx` is given it receives the gradient w.r.t. `x`.
     #[allow(clippy::too_many_arguments)]
-    pub fn backward(
+    #[inline(always)]
+    fn backward_impl<const FMA: bool>(
         &mut self,
         p: &LayerParams<'_>,
         x: &[f32],
@@ -159,48 +207,52 @@ impl LayerCache {
         let rows = steps * batch;
         self.dh_next[..bh].fill(0.0);
         self.dc_next[..bh].fill(0.0);
+        if FMA {
+            for (r, row) in p.w_hh.chunks_exact(g).enumerate() {
+                for (c, &w) in row.iter().enumerate() {
+                    self.w_hh_t[c * h + r] = w;
+                }
+            }
+        }
         for t in (0..steps).rev() {
             let gates = &self.gates[t * batch * g..(t + 1) * batch * g];
             let dz = &mut self.d_gates[t * batch * g..(t + 1) * batch * g];
             let tc = &self.tanh_cells[t * bh..(t + 1) * bh];
             let dho = &dh_out[t * bh..(t + 1) * bh];
+            // `c_{t-1}`; the zero initial state before the first step.
+            let c_prev = if t == 0 {
+                &self.zero_state[..bh]
+            } else {
+                &self.cells[(t - 1) * bh..t * bh]
+            };
             for r in 0..batch {
                 let gr = &gates[r * g..(r + 1) * g];
+                let (gi, rest) = gr.split_at(h);
+                let (gf, rest) = rest.split_at(h);
+                let (go, gc) = rest.split_at(h);
                 let dzr = &mut dz[r * g..(r + 1) * g];
-                for j in 0..h {
-                    let (i, f, o, c_hat) = (gr[j], gr[h + j], gr[2 * h + j], gr[3 * h + j]);
-                    let k = r * h + j;
-                    let c_prev = if t == 0 {
-                        0.0
-                    } else {
-                        self.cells[(t - 1) * bh + k]
-                    };
-                    let dh = dho[k] + self.dh_next[k];
-                    let tck = tc[k];
-                    let d_o = dh * tck;
-                    let dc = self.dc_next[k] + dh * o * (1.0 - tck * tck);
-                    let di = dc * c_hat;
-                    let dg = dc * i;
-                    let df = dc * c_prev;
-                    self.dc_next[k] = dc * f;
-                    dzr[j] = di * (i * (1.0 - i));
-                    dzr[h + j] = df * (f * (1.0 - f));
-                    dzr[2 * h + j] = d_o * (o * (1.0 - o));
-                    dzr[3 * h + j] = dg * (1.0 - c_hat * c_hat);
-                }
+                let (dzi, rest) = dzr.split_at_mut(h);
+                let (dzf, rest) = rest.split_at_mut(h);
+                let (dzo, dzc) = rest.split_at_mut(h);
+                let row = r * h..(r + 1) * h;
+                gate_gradients(
+                    [gi, gf, go, gc],
+                    &tc[row.clone()],
+                    &c_prev[row.clone()],
+                    &dho[row.clone()],
+                    &self.dh_next[row.clone()],
+                    &mut self.dc_next[row],
+                    [dzi, dzf, dzo, dzc],
+                );
             }
             if t > 0 {
-                gemm(
-                    batch,
-                    g,
-                    h,
-                    dz,
-                    false,
-                    p.w_hh,
-                    true,
-                    0.0,
-                    &mut self.dh_next[..bh],
-                );
+                let dh_next = &mut self.dh_next[..bh];
+                if FMA {
+                    dh_next.fill(0.0);
+                    gemm_acc_fma(batch, g, h, dz, &self.w_hh_t, dh_next);
+                } else {
+                    gemm(batch, g, h, dz, false, p.w_hh, true, 0.0, dh_next);
+                }
             }
         }
         let dz_all = &self.d_gates[..rows * g];
@@ -247,5 +299,124 @@ impl LayerCache {
                 &mut dx[..rows * d],
             );
         }
+    }
+}
+
+/// One step's gate pre-activation gradients for one sequence, from the gate
+/// activations `[i, f, o, ĉ]`, `tanh(c_t)`, `c_{t-1}`, and the hidden-state
+/// gradient (`dh_out + dh_next`); carries `dc` back through `dc_next`.
+#[inline(always)]
+fn gate_gradients(
+    gates: [&[f32]; 4],
+    tanh_c: &[f32],
+    c_prev: &[f32],
+    dh_out: &[f32],
+    dh_next: &[f32],
+    dc_next: &mut [f32],
+    mut dz: [&mut [f32]; 4],
+) {
+    let h = dc_next.len();
+    let inputs = [
+        gates[0], gates[1], gates[2], gates[3], tanh_c, c_prev, dh_out, dh_next,
+    ];
+    let mut j = 0;
+    while j + 8 <= h {
+        gate_gradient_lanes::<8>(j, &inputs, dc_next, &mut dz);
+        j += 8;
+    }
+    while j < h {
+        gate_gradient_lanes::<1>(j, &inputs, dc_next, &mut dz);
+        j += 1;
+    }
+}
+
+/// [`gate_gradients`] for `W` hidden units from `j`: loads every input into
+/// fixed-size arrays first, so the arithmetic runs `W` lanes wide whatever the
+/// compiler can prove about aliasing.
+#[inline(always)]
+fn gate_gradient_lanes<const W: usize>(
+    j: usize,
+    inputs: &[&[f32]; 8],
+    dc_next: &mut [f32],
+    dz: &mut [&mut [f32]; 4],
+) {
+    #[inline(always)]
+    fn load<const W: usize>(s: &[f32], j: usize) -> [f32; W] {
+        s[j..j + W].try_into().expect("W values")
+    }
+    let (i, f, o, c_hat): ([f32; W], [f32; W], [f32; W], [f32; W]) = (
+        load(inputs[0], j),
+        load(inputs[1], j),
+        load(inputs[2], j),
+        load(inputs[3], j),
+    );
+    let (tc, cp, dho, dhn): ([f32; W], [f32; W], [f32; W], [f32; W]) = (
+        load(inputs[4], j),
+        load(inputs[5], j),
+        load(inputs[6], j),
+        load(inputs[7], j),
+    );
+    let dcn: [f32; W] = load(dc_next, j);
+    let (mut new_dcn, mut di, mut df, mut d_o, mut dg) =
+        ([0.0; W], [0.0; W], [0.0; W], [0.0; W], [0.0; W]);
+    for l in 0..W {
+        let dh = dho[l] + dhn[l];
+        let dc = dcn[l] + dh * o[l] * (1.0 - tc[l] * tc[l]);
+        new_dcn[l] = dc * f[l];
+        di[l] = (dc * c_hat[l]) * (i[l] * (1.0 - i[l]));
+        df[l] = (dc * cp[l]) * (f[l] * (1.0 - f[l]));
+        d_o[l] = (dh * tc[l]) * (o[l] * (1.0 - o[l]));
+        dg[l] = (dc * i[l]) * (1.0 - c_hat[l] * c_hat[l]);
+    }
+    dc_next[j..j + W].copy_from_slice(&new_dcn);
+    dz[0][j..j + W].copy_from_slice(&di);
+    dz[1][j..j + W].copy_from_slice(&df);
+    dz[2][j..j + W].copy_from_slice(&d_o);
+    dz[3][j..j + W].copy_from_slice(&dg);
+}
+
+struct Forward<'c, 'p, 'w> {
+    cache: &'c mut LayerCache,
+    p: &'p LayerParams<'w>,
+    x: &'p [f32],
+    steps: usize,
+    batch: usize,
+}
+
+impl Vectorized for Forward<'_, '_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<const FMA: bool>(self) {
+        self.cache
+            .forward_impl::<FMA>(self.p, self.x, self.steps, self.batch);
+    }
+}
+
+struct Backward<'c, 'p, 'w, 'g, 'h, 'd> {
+    cache: &'c mut LayerCache,
+    p: &'p LayerParams<'w>,
+    x: &'p [f32],
+    steps: usize,
+    batch: usize,
+    dh_out: &'p [f32],
+    grads: &'g mut LayerGrads<'h>,
+    dx: Option<&'d mut [f32]>,
+}
+
+impl Vectorized for Backward<'_, '_, '_, '_, '_, '_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<const FMA: bool>(self) {
+        self.cache.backward_impl::<FMA>(
+            self.p,
+            self.x,
+            self.steps,
+            self.batch,
+            self.dh_out,
+            self.grads,
+            self.dx,
+        );
     }
 }

@@ -9,7 +9,14 @@
 //! own seeded generator, so concurrent trainings never share random state.
 //! The initial weights are burn's (seeded under [`neural::seeded_init`]).
 
+mod isa;
 mod kernels;
+
+/// The instruction set the fused engines run with on this machine:
+/// `avx2+fma` or `portable` (`TRAINYARD_ISA=portable` forces the latter).
+pub fn kernels() -> &'static str {
+    isa::Isa::detect().name()
+}
 mod lstm;
 #[cfg(test)]
 mod tests;
@@ -21,6 +28,7 @@ use burn::module::Param;
 use burn::nn::{GateController, Linear, Lstm};
 use burn::prelude::*;
 
+use self::isa::Isa;
 use self::lstm::{LayerCache, LayerGrads, LayerParams};
 use super::model::{Forecaster, LstmConfig};
 use super::training::split_windows;
@@ -192,11 +200,15 @@ struct Workspace {
 
 impl Workspace {
     fn new(layout: &Layout, steps: usize, batch: usize) -> Self {
+        Self::with_isa(layout, steps, batch, Isa::detect())
+    }
+
+    fn with_isa(layout: &Layout, steps: usize, batch: usize, isa: Isa) -> Self {
         let (h1, h2) = (layout.hidden1, layout.hidden2);
         let rows = steps * batch;
         Self {
-            l1: LayerCache::new(1, h1, steps, batch),
-            l2: LayerCache::new(h1, h2, steps, batch),
+            l1: LayerCache::new(1, h1, steps, batch, isa),
+            l2: LayerCache::new(h1, h2, steps, batch, isa),
             mask1: vec![0.0; rows * h1],
             mask2: vec![0.0; batch * h2],
             s1: vec![0.0; rows * h1],
@@ -464,8 +476,13 @@ impl FusedForecaster {
     /// Loss and gradients without dropout for batch-first windows
     /// `x` (`[batch][steps]`), gradients in [`named`](Self::named) form.
     pub fn gradients(&self, x: &[f32], y: &[f32], steps: usize) -> (f32, NamedValues) {
+        self.gradients_with(Isa::detect(), x, y, steps)
+    }
+
+    /// [`gradients`](Self::gradients) with the kernels built for `isa`.
+    fn gradients_with(&self, isa: Isa, x: &[f32], y: &[f32], steps: usize) -> (f32, NamedValues) {
         let batch = y.len();
-        let mut ws = Workspace::new(&self.layout, steps, batch);
+        let mut ws = Workspace::with_isa(&self.layout, steps, batch, isa);
         let xt = time_major(x, steps, batch);
         let mut grads = vec![0.0; self.layout.len()];
         let loss = self.loss_and_grads(&mut ws, &xt, y, steps, false, &mut grads);
