@@ -101,6 +101,7 @@ pub async fn run(
         queue.name = %conn.queue,
         concurrency = settings.concurrency,
         port = settings.port,
+        lstm.kernels = crate::training::forecast::fused::kernels(),
         "worker started"
     );
 
