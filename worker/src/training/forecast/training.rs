@@ -111,26 +111,46 @@ fn fit(
             let vx = x[n_fit * w..].to_vec();
             let vy = y[n_fit..].to_vec();
             let input = neural::tensor3(vx, [n_val, w, 1], &valid_device(&valid));
-            let pred = neural::to_vec(valid.forward(input));
-            pred.iter()
-                .zip(&vy)
-                .map(|(p, t)| f64::from((p - t) * (p - t)))
-                .sum::<f64>()
-                / n_val as f64
+            mean_squared_error(&neural::to_vec(valid.forward(input)), &vy)
         });
-        on_epoch(&EpochReport {
-            algorithm: "lstm".to_string(),
-            epoch,
-            epochs: config.epochs,
-            train_loss: loss_sum / seen.max(1) as f64,
-            val_loss,
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        on_epoch(&epoch_report(
+            config, epoch, loss_sum, seen, val_loss, started,
+        ));
     }
     Ok(TrainedForecaster::new(config.clone(), model.valid()))
 }
 
 /// The device a validation-mode model's tensors live on.
+/// Mean squared error of `pred` against `target` (equal lengths), in f64.
+pub(crate) fn mean_squared_error(pred: &[f32], target: &[f32]) -> f64 {
+    let sum: f64 = pred
+        .iter()
+        .zip(target)
+        .map(|(p, t)| f64::from((p - t) * (p - t)))
+        .sum();
+    sum / target.len().max(1) as f64
+}
+
+/// The report both engines log at the end of an epoch: the mean training
+/// loss over the `seen` windows, the validation MSE, seconds since `started`.
+pub(crate) fn epoch_report(
+    config: &LstmConfig,
+    epoch: usize,
+    loss_sum: f64,
+    seen: usize,
+    val_loss: Option<f64>,
+    started: Instant,
+) -> EpochReport {
+    EpochReport {
+        algorithm: "lstm".to_string(),
+        epoch,
+        epochs: config.epochs,
+        train_loss: loss_sum / seen.max(1) as f64,
+        val_loss,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
 fn valid_device(model: &Forecaster) -> Device {
     model.head.weight.val().device()
 }

@@ -91,6 +91,9 @@ fn tile_columns<const R: usize>(
     }
     // The last few columns: a dot product of each row with the column,
     // gathered once, so the sum over `k` still runs 8 lanes wide.
+    if col == n {
+        return;
+    }
     let mut column = [0.0f32; MAX_GATHER];
     while col < n {
         if k > MAX_GATHER {

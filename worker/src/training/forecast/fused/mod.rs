@@ -31,7 +31,7 @@ use burn::prelude::*;
 use self::isa::Isa;
 use self::lstm::{LayerCache, LayerGrads, LayerParams};
 use super::model::{Forecaster, LstmConfig};
-use super::training::split_windows;
+use super::training::{epoch_report, mean_squared_error, split_windows};
 use crate::training::neural::{self, NeuralError};
 use crate::training::EpochReport;
 
@@ -567,22 +567,10 @@ pub fn fit(
             seen += b;
             adam.step(config.learning_rate, &mut engine.params, &grads);
         }
-        let val_loss = (n_val > 0).then(|| {
-            let pred = engine.predict(vx, w);
-            pred.iter()
-                .zip(vy)
-                .map(|(p, t)| f64::from((p - t) * (p - t)))
-                .sum::<f64>()
-                / n_val as f64
-        });
-        on_epoch(&EpochReport {
-            algorithm: "lstm".to_string(),
-            epoch,
-            epochs: config.epochs,
-            train_loss: loss_sum / seen.max(1) as f64,
-            val_loss,
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        let val_loss = (n_val > 0).then(|| mean_squared_error(&engine.predict(vx, w), vy));
+        on_epoch(&epoch_report(
+            config, epoch, loss_sum, seen, val_loss, started,
+        ));
     }
     Ok(engine.write_into(model.valid(), &neural::infer_device()))
 }
