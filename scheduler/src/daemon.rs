@@ -1,7 +1,8 @@
 //! `trainyard-scheduler run`: creates the monthly cycle on each tick (and a
-//! missed one at start), and sweeps: re-pushes what Redis lost, releases jobs
-//! of dead workers, times out overdue cycles, tops up the Redis window and
-//! vacuums finished task data. Any number of replicas may run.
+//! missed one at start), and sweeps: gives queued jobs whose delivery is not
+//! live in Redis a fresh one, deletes Redis entries that can never be
+//! delivered, releases jobs of dead workers, times out overdue cycles and tops
+//! up the Redis window. Any number of replicas may run.
 
 use std::future::Future;
 use std::time::Duration;
@@ -74,7 +75,6 @@ pub async fn run(
     let mut next_tick = schedule.next_after(Utc::now());
     tracing::info!(next_tick = ?next_tick, queue.name = %c.queue, "scheduler started");
     tokio::pin!(shutdown);
-    let mut passes: u64 = 0;
     loop {
         let now = Utc::now();
         if let Some(t) = next_tick {
@@ -95,16 +95,6 @@ pub async fn run(
             }
         }
         sweeper.pass(&pool, &mut redis, &qcfg).await;
-        passes += 1;
-        if passes.is_multiple_of(60) {
-            match queue::vacuum(&mut redis, &qcfg).await {
-                Ok(n) if n > 0 => {
-                    tracing::info!(removed = n, "vacuumed finished task data from Redis")
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "vacuum failed"),
-            }
-        }
         let mut wait = Duration::from_secs(settings.sweep_secs.max(1));
         if let Some(t) = next_tick {
             let until = (t - Utc::now()).to_std().unwrap_or(Duration::ZERO);

@@ -20,7 +20,13 @@ pub enum JobError {
     Db(#[from] sqlx::Error),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("PostgreSQL answered too slowly while {0}")]
+    Slow(&'static str),
 }
+
+/// How long the lease sweeper's database steps may take before the pass is
+/// treated as an outage.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A job this delivery now owns.
 #[derive(Debug, Clone)]
@@ -298,8 +304,10 @@ pub struct SweepSettings {
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct SweepReport {
+    /// Queued jobs given a fresh delivery (theirs was lost or given up).
     pub restored: usize,
-    pub redelivered: usize,
+    /// Payloads and queue entries in Redis that could never be delivered, removed.
+    pub garbage: usize,
     pub released: usize,
     pub timed_out_cycles: usize,
     pub pushed: usize,
@@ -308,9 +316,9 @@ pub struct SweepReport {
 /// One pass of the sweeper:
 /// 1. running jobs whose lease expired go back to `queued` with a fresh
 ///    delivery (or fail, when out of attempts, via the next claim);
-/// 2. queued deliveries that Redis no longer holds are pushed again (Redis may
-///    have lost everything), and deliveries Redis finished without a terminal
-///    row get a fresh one;
+/// 2. queued jobs whose delivery is not live in Redis (lost, or given up by
+///    a worker) get a fresh one, and Redis entries that can never be
+///    delivered are deleted;
 /// 3. overdue cycles are timed out;
 /// 4. the Redis window is topped up.
 ///
@@ -329,10 +337,22 @@ pub async fn sweep(
     // 1. Expired leases. The job keeps its attempt count: the next claim
     // decides whether another attempt is allowed.
     if release_leases {
-        report.released = release_expired(pool, conn, config, settings).await?;
+        // Bounded: a release that waited through an outage would judge
+        // heartbeats nobody could write. A timeout fails the pass, and the
+        // sweeper then waits a whole lease period again.
+        report.released = tokio::time::timeout(
+            RELEASE_TIMEOUT,
+            release_expired(pool, conn, config, settings),
+        )
+        .await
+        .map_err(|_| JobError::Slow("releasing expired leases"))??;
     }
 
-    // 2. Deliveries Redis lost or finished.
+    // 2. Queued jobs whose delivery is not on its way to a worker: Redis
+    // lost it, or a worker gave it up (PostgreSQL was unreachable when it
+    // tried to claim the job) and acknowledged it. Whatever Redis holds about
+    // the old delivery, the job gets a fresh one; the same pass deletes
+    // payloads nothing refers to any more, so Redis stays bounded.
     let pushed = sqlx::query(
         "select id, cycle_id, organization_id, model_type, push_seq from ml_training_jobs
          where status = 'queued' and pushed_at is not null
@@ -343,48 +363,32 @@ pub async fn sweep(
     .fetch_all(pool)
     .await?;
     let pushed: Vec<_> = pushed.iter().map(delivery_from_row).collect();
-    if !pushed.is_empty() {
-        let mut pipe = redis::pipe();
-        for (job, seq) in &pushed {
-            pipe.cmd("HGET")
-                .arg(format!(
-                    "{}:{}",
-                    config.job_meta_hash(),
-                    queue::task_id(job.job_id, *seq)
-                ))
-                .arg("status");
-        }
-        let statuses: Vec<Option<String>> =
-            pipe.query_async(conn).await.map_err(QueueError::Command)?;
-        let mut lost = Vec::new();
-        let mut finished = Vec::new();
-        for ((job, seq), status) in pushed.into_iter().zip(statuses) {
-            match status.as_deref() {
-                None => lost.push((job, seq)),
-                Some("Done") | Some("Killed") => finished.push(job.job_id.0),
-                Some(_) => {}
-            }
-        }
-        if !lost.is_empty() {
-            queue::push_jobs(conn, config, &lost).await?;
+    let asked: Vec<(JobId, i32)> = pushed.iter().map(|(j, seq)| (j.job_id, *seq)).collect();
+    let seen = queue::reconcile(conn, config, &asked).await?;
+    report.garbage = seen.garbage + seen.dangling;
+    let stale: Vec<uuid::Uuid> = pushed
+        .iter()
+        .zip(&seen.live)
+        .filter(|(_, live)| !**live)
+        .map(|((job, _), _)| job.job_id.0)
+        .collect();
+    if !stale.is_empty() {
+        let rows = sqlx::query(
+            "update ml_training_jobs set push_seq = push_seq + 1, pushed_at = now()
+             where id = any($1) and status = 'queued' and pushed_at is not null
+             returning id, cycle_id, organization_id, model_type, push_seq",
+        )
+        .bind(&stale)
+        .fetch_all(pool)
+        .await?;
+        let again: Vec<_> = rows.iter().map(delivery_from_row).collect();
+        queue::push_jobs(conn, config, &again).await?;
+        report.restored = again.len();
+        if !again.is_empty() {
             tracing::warn!(
-                count = lost.len(),
-                "re-pushed deliveries that Redis no longer held"
+                count = again.len(),
+                "re-pushed queued jobs whose delivery was no longer on its way to a worker"
             );
-        }
-        report.restored = lost.len();
-        if !finished.is_empty() {
-            let rows = sqlx::query(
-                "update ml_training_jobs set push_seq = push_seq + 1, pushed_at = now()
-                 where id = any($1) and status = 'queued'
-                 returning id, cycle_id, organization_id, model_type, push_seq",
-            )
-            .bind(&finished)
-            .fetch_all(pool)
-            .await?;
-            let again: Vec<_> = rows.iter().map(delivery_from_row).collect();
-            queue::push_jobs(conn, config, &again).await?;
-            report.redelivered = again.len();
         }
     }
 
@@ -393,22 +397,76 @@ pub async fn sweep(
     Ok(report)
 }
 
+/// Leaves a note in Redis that a stopping worker could not hand `job` back
+/// because PostgreSQL did not answer: when the lease sweeper releases the
+/// job, it gives that attempt back. Kept a day.
+pub async fn note_hand_back(
+    conn: &mut ConnectionManager,
+    config: &RedisQueueConfig,
+    job: &ClaimedJob,
+) -> Result<(), QueueError> {
+    redis::cmd("SET")
+        .arg(hand_back_key(config, job.job_id))
+        .arg(job.attempt)
+        .arg("EX")
+        .arg(86_400)
+        .query_async::<()>(conn)
+        .await?;
+    Ok(())
+}
+
+fn hand_back_key(config: &RedisQueueConfig, job: JobId) -> String {
+    format!("{}:handed-back:{job}", config.queue.as_ref())
+}
+
 /// Running jobs whose heartbeat is older than the lease go back to `queued`
-/// with a fresh delivery. Returns how many.
+/// with a fresh delivery. The attempt stays spent (the next claim decides
+/// whether another is allowed), unless the worker noted that it stopped
+/// during a PostgreSQL outage and could not hand the job back. Returns how
+/// many were released.
 async fn release_expired(
     pool: &PgPool,
     conn: &mut ConnectionManager,
     config: &RedisQueueConfig,
     settings: &SweepSettings,
 ) -> Result<usize, JobError> {
+    let lease = settings.lease_timeout.as_secs_f64();
+    let expired: Vec<(uuid::Uuid, i32)> = sqlx::query_as(
+        "select id, attempts from ml_training_jobs
+         where status = 'running' and heartbeat_at < now() - $1 * interval '1 second'
+           -- after a database restart, give workers a lease period to heartbeat again
+           and pg_postmaster_start_time() < now() - $1 * interval '1 second'
+         limit 5000",
+    )
+    .bind(lease)
+    .fetch_all(pool)
+    .await?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    let mut pipe = redis::pipe();
+    for (id, _) in &expired {
+        pipe.cmd("GET").arg(hand_back_key(config, JobId(*id)));
+    }
+    let notes: Vec<Option<i32>> = pipe.query_async(conn).await.map_err(QueueError::Command)?;
+    let handed: Vec<uuid::Uuid> = expired
+        .iter()
+        .zip(&notes)
+        .filter(|((_, attempts), note)| **note == Some(*attempts))
+        .map(|((id, _), _)| *id)
+        .collect();
+    let ids: Vec<uuid::Uuid> = expired.iter().map(|(id, _)| *id).collect();
     let released = sqlx::query(
         "update ml_training_jobs
-         set status = 'queued', push_seq = push_seq + 1, pushed_at = now(), worker = null,
-             heartbeat_at = null
-         where status = 'running' and heartbeat_at < now() - $1 * interval '1 second'
+         set status = 'queued', attempts = attempts - (id = any($3))::int,
+             push_seq = push_seq + 1, pushed_at = now(), worker = null, heartbeat_at = null
+         where id = any($1) and status = 'running'
+           and heartbeat_at < now() - $2 * interval '1 second'
          returning id, cycle_id, organization_id, model_type, push_seq",
     )
-    .bind(settings.lease_timeout.as_secs_f64())
+    .bind(&ids)
+    .bind(lease)
+    .bind(&handed)
     .fetch_all(pool)
     .await?;
     let released: Vec<_> = released.iter().map(delivery_from_row).collect();
@@ -416,8 +474,20 @@ async fn release_expired(
         queue::push_jobs(conn, config, &released).await?;
         tracing::warn!(
             count = released.len(),
+            attempts_given_back = handed.len(),
             "released jobs whose worker stopped heartbeating"
         );
+    }
+    if !handed.is_empty() {
+        let mut pipe = redis::pipe();
+        for id in &handed {
+            pipe.cmd("DEL")
+                .arg(hand_back_key(config, JobId(*id)))
+                .ignore();
+        }
+        pipe.query_async::<()>(conn)
+            .await
+            .map_err(QueueError::Command)?;
     }
     Ok(released.len())
 }
@@ -452,17 +522,25 @@ impl Sweeper {
         conn: &mut ConnectionManager,
         config: &RedisQueueConfig,
     ) -> Option<SweepReport> {
+        // A ping that fails or is slow means PostgreSQL is (or just was)
+        // out of reach: workers could not heartbeat, so start counting again.
+        let asked = std::time::Instant::now();
+        let ping =
+            tokio::time::timeout(RELEASE_TIMEOUT, sqlx::query("select 1").execute(pool)).await;
+        if !matches!(ping, Ok(Ok(_))) || asked.elapsed() > RELEASE_TIMEOUT / 2 {
+            self.reachable_since = None;
+        }
         let since = *self
             .reachable_since
             .get_or_insert_with(std::time::Instant::now);
         let release = since.elapsed() >= self.settings.lease_timeout;
         match sweep(pool, conn, config, &self.settings, release).await {
             Ok(r) => {
-                if r.restored + r.released + r.redelivered + r.timed_out_cycles > 0 {
+                if r.restored + r.released + r.garbage + r.timed_out_cycles > 0 {
                     tracing::info!(
                         restored = r.restored,
                         released = r.released,
-                        redelivered = r.redelivered,
+                        garbage = r.garbage,
                         timed_out_cycles = r.timed_out_cycles,
                         pushed = r.pushed,
                         "sweep recovered jobs"

@@ -58,8 +58,18 @@ pub async fn connect(
 }
 
 /// Queue settings shared by producers and consumers.
+///
+/// Tasks are neither locked nor have their results persisted by apalis:
+/// locking costs an `LREM` over the active list per task and races our own
+/// acknowledgement, and persisted results would be a second, unbounded
+/// history. A worker acknowledges every delivery itself ([`ack`]) once
+/// PostgreSQL holds its outcome. Nobody listens to apalis' pub/sub events.
 pub fn queue_config(queue: &str) -> RedisQueueConfig {
-    RedisQueueConfig::default().queue(queue)
+    RedisQueueConfig::default()
+        .queue(queue)
+        .lock_tasks(false)
+        .persist_results(false)
+        .emit_events(false)
 }
 
 /// The storage a producer pushes through.
@@ -102,32 +112,257 @@ pub async fn push_jobs(
     Ok(())
 }
 
-/// Whether Redis still holds the data of these deliveries (one round trip).
-pub async fn deliveries_present(
+/// What a worker receives: a training job, or bytes that are not one. The
+/// codec never fails, so a message that is not a job reaches the handler,
+/// which logs it once and acknowledges it, instead of killing the consumer
+/// stream (apalis ends the worker on a decoding error and the message would
+/// come back forever).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Job(TrainJob),
+    Undecodable {
+        /// The first bytes, lossily decoded and with control characters escaped.
+        preview: String,
+        error: String,
+    },
+}
+
+/// JSON for [`TrainJob`] that decodes anything: see [`Delivery`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeliveryCodec;
+
+impl apalis_core::backend::codec::Codec<Delivery> for DeliveryCodec {
+    type Error = std::convert::Infallible;
+    type Compact = Vec<u8>;
+
+    fn encode(&self, val: &Delivery) -> Result<Vec<u8>, Self::Error> {
+        Ok(match val {
+            Delivery::Job(job) => serde_json::to_vec(job).expect("a TrainJob always serializes"),
+            Delivery::Undecodable { preview, .. } => preview.as_bytes().to_vec(),
+        })
+    }
+
+    fn decode(&self, bytes: &Vec<u8>) -> Result<Delivery, Self::Error> {
+        Ok(match serde_json::from_slice::<TrainJob>(bytes) {
+            Ok(job) => Delivery::Job(job),
+            Err(e) => Delivery::Undecodable {
+                preview: preview(bytes),
+                error: e.to_string(),
+            },
+        })
+    }
+}
+
+/// At most 200 characters of a message, safe to print on a terminal or log line.
+fn preview(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+        .chars()
+        .flat_map(char::escape_default)
+        .collect()
+}
+
+/// Acknowledges a finished delivery: removes it from the worker's in-flight
+/// set and deletes its payload and metadata, atomically (a task id left in an
+/// in-flight set without its payload would break apalis' fetch for whoever
+/// re-queues it). Called once PostgreSQL holds the delivery's outcome, or
+/// once the delivery is known to be useless (duplicate, unknown, undecodable).
+pub async fn ack(
+    conn: &mut ConnectionManager,
+    config: &RedisQueueConfig,
+    worker: &str,
+    task: &str,
+) -> Result<(), QueueError> {
+    static ACK: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+        redis::Script::new(
+            r"
+            redis.call('srem', KEYS[1], ARGV[1])
+            redis.call('hdel', KEYS[2], ARGV[1])
+            redis.call('del', KEYS[3] .. ':' .. ARGV[1])
+            return 1",
+        )
+    });
+    ACK.key(inflight_set(config, worker))
+        .key(config.job_data_hash())
+        .key(config.job_meta_hash())
+        .arg(task)
+        .invoke_async::<i64>(conn)
+        .await?;
+    Ok(())
+}
+
+/// Keeps a copy of an undecodable message (capped list of the last 100),
+/// so an operator can see what was pushed.
+pub async fn dead_letter(
+    conn: &mut ConnectionManager,
+    config: &RedisQueueConfig,
+    entry: &str,
+) -> Result<(), QueueError> {
+    let key = dead_letter_list(config);
+    redis::pipe()
+        .lpush(&key, entry)
+        .ignore()
+        .ltrim(&key, 0, 99)
+        .ignore()
+        .query_async::<()>(conn)
+        .await?;
+    Ok(())
+}
+
+/// The Redis list holding the last undecodable messages.
+pub fn dead_letter_list(config: &RedisQueueConfig) -> String {
+    format!("{}:dead-letters", config.queue.as_ref())
+}
+
+fn inflight_set(config: &RedisQueueConfig, worker: &str) -> String {
+    format!("{}:{worker}", config.inflight_jobs_set())
+}
+
+/// Deregisters a worker that stops: whatever is still in its in-flight set
+/// (fetched but never handled) goes back to the front of the queue, and the
+/// worker leaves the workers set, so nobody re-queues its history later.
+/// Returns how many deliveries went back.
+pub async fn deregister(
+    conn: &mut ConnectionManager,
+    config: &RedisQueueConfig,
+    worker: &str,
+) -> Result<usize, QueueError> {
+    static DEREGISTER: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+        redis::Script::new(
+            r"
+            local ids = redis.call('smembers', KEYS[1])
+            for _, id in ipairs(ids) do
+                redis.call('lpush', KEYS[2], id)
+            end
+            if #ids > 0 then
+                redis.call('del', KEYS[4])
+                redis.call('lpush', KEYS[4], 1)
+            end
+            redis.call('del', KEYS[1])
+            redis.call('zrem', KEYS[3], ARGV[1])
+            redis.call('del', KEYS[5])
+            return #ids",
+        )
+    });
+    let n: usize = DEREGISTER
+        .key(inflight_set(config, worker))
+        .key(config.active_jobs_list())
+        .key(config.workers_set())
+        .key(config.signal_list())
+        .key(format!(
+            "{}:workers:metadata:{worker}",
+            config.queue.as_ref()
+        ))
+        .arg(worker)
+        .invoke_async(conn)
+        .await?;
+    Ok(n)
+}
+
+/// What [`reconcile`] found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// For each asked delivery: whether it is on its way to a worker
+    /// (queued, scheduled, or in a registered worker's in-flight set).
+    pub live: Vec<bool>,
+    /// Payloads (and their metadata) that no queue, schedule or in-flight
+    /// set refers to any more, deleted.
+    pub garbage: usize,
+    /// Queue entries whose payload is gone, removed (apalis' fetch fails on them).
+    pub dangling: usize,
+}
+
+/// One atomic look at the queue's state in Redis: which of `deliveries` are
+/// live, and the removal of everything that can never be delivered again.
+/// Everything it touches is bounded by the window: the queue, the schedule
+/// and the in-flight sets of registered workers.
+pub async fn reconcile(
     conn: &mut ConnectionManager,
     config: &RedisQueueConfig,
     deliveries: &[(JobId, i32)],
-) -> Result<Vec<bool>, QueueError> {
-    if deliveries.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut pipe = redis::pipe();
+) -> Result<Reconciled, QueueError> {
+    static RECONCILE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+        redis::Script::new(
+            r"
+            local data, active, scheduled = KEYS[1], KEYS[2], KEYS[3]
+            local live = {}
+            local dangling = 0
+            for _, id in ipairs(redis.call('lrange', active, 0, -1)) do
+                if redis.call('hexists', data, id) == 1 then
+                    live[id] = true
+                else
+                    redis.call('lrem', active, 0, id)
+                    dangling = dangling + 1
+                end
+            end
+            for _, id in ipairs(redis.call('zrange', scheduled, 0, -1)) do
+                if redis.call('hexists', data, id) == 1 then
+                    live[id] = true
+                else
+                    redis.call('zrem', scheduled, id)
+                    dangling = dangling + 1
+                end
+            end
+            for _, w in ipairs(redis.call('zrange', KEYS[4], 0, -1)) do
+                for _, id in ipairs(redis.call('smembers', KEYS[5] .. ':' .. w)) do
+                    live[id] = true
+                end
+            end
+            local garbage = 0
+            for _, id in ipairs(redis.call('hkeys', data)) do
+                if not live[id] then
+                    redis.call('hdel', data, id)
+                    redis.call('del', KEYS[6] .. ':' .. id)
+                    garbage = garbage + 1
+                end
+            end
+            local out = {garbage, dangling}
+            for i = 1, #ARGV do
+                out[i + 2] = live[ARGV[i]] and 1 or 0
+            end
+            return out",
+        )
+    });
+    let mut script = RECONCILE.key(config.job_data_hash());
+    script
+        .key(config.active_jobs_list())
+        .key(config.scheduled_jobs_set())
+        .key(config.workers_set())
+        .key(config.inflight_jobs_set())
+        .key(config.job_meta_hash());
     for (job, seq) in deliveries {
-        pipe.cmd("HEXISTS")
-            .arg(config.job_data_hash())
-            .arg(task_id(*job, *seq).to_string());
+        script.arg(task_id(*job, *seq).to_string());
     }
-    Ok(pipe.query_async(conn).await?)
+    let out: Vec<i64> = script.invoke_async(conn).await?;
+    Ok(Reconciled {
+        garbage: out.first().copied().unwrap_or(0) as usize,
+        dangling: out.get(1).copied().unwrap_or(0) as usize,
+        live: out.iter().skip(2).map(|&b| b == 1).collect(),
+    })
 }
 
-/// Deletes finished task data (done, failed, killed) that apalis never removes.
-pub async fn vacuum(
+/// Every Redis key of a queue, for tests and diagnostics (SCAN, not KEYS).
+pub async fn key_count(
     conn: &mut ConnectionManager,
     config: &RedisQueueConfig,
 ) -> Result<usize, QueueError> {
-    use apalis_core::backend::Vacuum;
-    let mut storage = storage(conn.clone(), config.clone());
-    storage.vacuum().await.map_err(QueueError::Push)
+    let pattern = format!("{}*", config.queue.as_ref());
+    let mut cursor: u64 = 0;
+    let mut n = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        n += keys.len();
+        if next == 0 {
+            return Ok(n);
+        }
+        cursor = next;
+    }
 }
 
 /// A poll timer that re-arms itself every time it fires. apalis' interval

@@ -7,5 +7,6 @@ mod chaos;
 mod cycle;
 mod data_prep;
 mod faults;
+mod queue_health;
 mod scheduling;
 mod security;

@@ -1,16 +1,19 @@
-//! One delivery of one training job, from claim to result. Errors are mapped
-//! to queue semantics: bad input is final and recorded on the job row;
-//! infrastructure failures are retried here with backoff and, if they last,
-//! left to the lease and the sweeper, never counted as the job's failure.
+//! One delivery of one training job, from claim to result. Every delivery is
+//! acknowledged in Redis when its handler returns, whatever happened:
+//! PostgreSQL's job row (and the sweeper that reads it) decides whether the
+//! job needs another delivery, never apalis. Bad input is final and recorded
+//! on the job row; an unreachable PostgreSQL is retried with backoff and never
+//! spends one of the job's attempts.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use apalis::prelude::{AbortError, BoxDynError, Data};
+use apalis::prelude::{BoxDynError, Data, TaskId, WorkerContext};
+use tracing::Instrument as _;
 use trainyard_shared::jobs::{self, Claim, ClaimedJob};
-use trainyard_shared::queue::TrainJob;
+use trainyard_shared::queue::{self, Delivery, TrainJob};
 
 use super::data;
 use super::results::{self, Incumbent, Predictions};
@@ -25,56 +28,76 @@ pub fn seed_for(job: &ClaimedJob) -> u64 {
 }
 
 pub async fn handle(
-    payload: serde_json::Value,
+    delivery: Delivery,
+    task: TaskId,
+    worker: WorkerContext,
     state: Data<Arc<WorkerState>>,
 ) -> Result<(), BoxDynError> {
-    let job: TrainJob = match serde_json::from_value(payload.clone()) {
-        Ok(j) => j,
-        Err(e) => {
-            let shown: String = payload.to_string().chars().take(200).collect();
-            tracing::error!(error = %e, payload = %shown, "malformed job payload: dropped (never retried)");
-            return Err(AbortError::new(format!("malformed job payload: {e}")).into());
+    let task = task.to_string();
+    match delivery {
+        Delivery::Undecodable { preview, error } => {
+            tracing::error!(task.id = %task, error = %error, payload = %preview,
+                "a message on the queue is not a training job: acknowledged and kept in the dead-letter list, never retried");
+            let mut conn = state.redis.clone();
+            let entry = serde_json::json!({ "task_id": task, "error": error, "payload": preview,
+                "worker": worker.name(), "at": chrono::Utc::now().to_rfc3339() });
+            if let Err(e) = queue::dead_letter(&mut conn, &state.queue, &entry.to_string()).await {
+                tracing::warn!(error = %e, "keeping the undecodable message failed");
+            }
         }
-    };
-    state.in_flight.fetch_add(1, Ordering::SeqCst);
-    let result = process(&state, &job).await;
-    state.in_flight.fetch_sub(1, Ordering::SeqCst);
-    result
+        Delivery::Job(job) => {
+            let span = tracing::info_span!("job", job.id = %job.job_id, cycle.id = %job.cycle_id,
+                org.id = %job.org_id, model.type = %job.model_type, task.id = %task);
+            state.in_flight.fetch_add(1, Ordering::SeqCst);
+            process(&state, &job).instrument(span).await;
+            state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let mut conn = state.redis.clone();
+    if let Err(e) = queue::ack(&mut conn, &state.queue, worker.name(), &task).await {
+        // Harmless: the delivery comes back once and is acknowledged then.
+        tracing::warn!(task.id = %task, error = %e, "acknowledging the delivery in Redis failed");
+    }
+    Ok(())
 }
 
-async fn process(state: &WorkerState, job: &TrainJob) -> Result<(), BoxDynError> {
-    let span = tracing::info_span!("job", job.id = %job.job_id, cycle.id = %job.cycle_id,
-        org.id = %job.org_id, model.type = %job.model_type);
-    let _enter = span.enter();
-    drop(_enter);
-
+async fn process(state: &WorkerState, job: &TrainJob) {
     let lease = state.settings.lease_timeout();
-    let claim = with_db_retry(state, "claiming the job", || {
+    let budget = Retry::For(Duration::from_secs(state.settings.db_retry_secs));
+    let Some(claim) = with_db_retry(state, "claiming the job", budget, || {
         jobs::claim(&state.pool, job.job_id, &state.name, lease)
     })
-    .await?;
+    .await
+    else {
+        // Nothing was claimed, so no attempt was spent; the job is still
+        // queued and the sweeper gives it a fresh delivery once PostgreSQL is
+        // back (this delivery is acknowledged on return).
+        tracing::warn!(
+            "PostgreSQL stayed unreachable: delivery given up, the job stays queued for the sweeper"
+        );
+        return;
+    };
     let claimed = match claim {
         Claim::Claimed(c) => c,
         Claim::AlreadyTerminal(status) => {
-            tracing::info!(job.id = %job.job_id, job.status = %status, "job already finished: delivery acknowledged");
-            return Ok(());
+            tracing::info!(job.status = %status, "job already finished: delivery acknowledged");
+            return;
         }
         Claim::HeldElsewhere(worker) => {
-            tracing::info!(job.id = %job.job_id, held_by = %worker, "job is running on another worker: duplicate delivery acknowledged");
-            return Ok(());
+            tracing::info!(held_by = %worker, "job is running on another worker: duplicate delivery acknowledged");
+            return;
         }
         Claim::GaveUp { attempts } => {
-            tracing::warn!(job.id = %job.job_id, attempts, "job failed after exhausting its attempts");
+            tracing::warn!(attempts, "job failed after exhausting its attempts");
             top_up(state).await;
-            return Ok(());
+            return;
         }
         Claim::Unknown => {
-            tracing::error!(job.id = %job.job_id, "no such job row: delivery dropped");
-            return Err(AbortError::new("unknown job id").into());
+            tracing::error!("no such job row: delivery dropped");
+            return;
         }
     };
-    tracing::info!(job.id = %claimed.job_id, org.id = %claimed.org_id, model.type = %claimed.model_type,
-        attempt = claimed.attempt, "training started");
+    tracing::info!(attempt = claimed.attempt, "training started");
 
     // Keep the lease alive while we work; the guard stops it however this
     // future ends (finished, failed, or dropped by a dying queue worker).
@@ -82,25 +105,28 @@ async fn process(state: &WorkerState, job: &TrainJob) -> Result<(), BoxDynError>
         let pool = state.pool.clone();
         let c = claimed.clone();
         let every = (lease / 4).max(Duration::from_millis(500));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                match jobs::heartbeat(&pool, &c).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(job.id = %c.job_id, "lost the job's lease (taken over or ended)");
-                        break;
+        tokio::spawn(
+            async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    match jobs::heartbeat(&pool, &c).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!("lost the job's lease (taken over or ended)");
+                            break;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
                     }
-                    Err(e) => tracing::warn!(job.id = %c.job_id, error = %e, "heartbeat failed"),
                 }
             }
-        })
+            .in_current_span(),
+        )
     };
     let _beat = AbortOnDrop(_beat);
-    run_claimed(state, &claimed).await?;
-    top_up(state).await;
-    Ok(())
+    if run_claimed(state, &claimed).await.is_some() {
+        top_up(state).await;
+    }
 }
 
 enum Trained {
@@ -109,28 +135,55 @@ enum Trained {
     Panicked(String),
 }
 
-async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Result<(), BoxDynError> {
-    let exists = with_db_retry(state, "checking the organization", || {
-        data::org_exists(&state.pool, job.org_id)
-    })
-    .await?;
+/// Runs a claimed job to its end. `None` when the process stopped first (the
+/// job was handed back, or left to the lease sweeper).
+async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
+    // Once claimed, an outage is waited out however long it lasts (the
+    // sweeper does not release leases while PostgreSQL is unreachable), so
+    // it never costs the job an attempt; only a shutdown ends the wait.
+    let exists = match with_db_retry(
+        state,
+        "checking the organization",
+        Retry::UntilStopped,
+        || data::org_exists(&state.pool, job.org_id),
+    )
+    .await
+    {
+        Some(e) => e,
+        None => return stop(state, job).await,
+    };
     if !exists {
-        return finish(
+        finish(
             state,
             job,
             "failed",
             "the organization no longer exists (deleted during the cycle)",
         )
         .await;
+        return Some(());
     }
-    let rows = with_db_retry(state, "loading the organization's data", || {
-        data::load_rows(&state.pool, job.org_id, job.model_type)
-    })
-    .await?;
-    let active = with_db_retry(state, "loading the active model", || {
-        data::active_model(&state.pool, job.org_id, job.model_type)
-    })
-    .await?;
+    let rows = match with_db_retry(
+        state,
+        "loading the organization's data",
+        Retry::UntilStopped,
+        || data::load_rows(&state.pool, job.org_id, job.model_type),
+    )
+    .await
+    {
+        Some(r) => r,
+        None => return stop(state, job).await,
+    };
+    let active = match with_db_retry(
+        state,
+        "loading the active model",
+        Retry::UntilStopped,
+        || data::active_model(&state.pool, job.org_id, job.model_type),
+    )
+    .await
+    {
+        Some(a) => a,
+        None => return stop(state, job).await,
+    };
 
     let request = TrainRequest {
         model_type: job.model_type,
@@ -140,7 +193,9 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Result<(), BoxDyn
     };
     let job_for_log = job.clone();
     let faults = state.faults.clone();
+    let span = tracing::Span::current();
     let training = tokio::task::spawn_blocking(move || {
+        let _in_job = span.enter();
         let started = Instant::now();
         faults.inject(job_for_log.org_id);
         let epochs = Arc::new(Mutex::new(Vec::new()));
@@ -197,15 +252,9 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Result<(), BoxDyn
 
     let trained = tokio::select! {
         joined = training => joined,
-        _ = shutdown_then_grace(state) => {
+        _ = grace_over(state) => {
             // The process is stopping and training did not finish in time.
-            let mut conn = state.redis.clone();
-            match jobs::hand_back(&state.pool, &mut conn, &state.queue, job).await {
-                Ok(true) => tracing::warn!(job.id = %job.job_id, "shutting down: job handed back to the queue"),
-                Ok(false) => tracing::warn!(job.id = %job.job_id, "shutting down: job was no longer ours"),
-                Err(e) => tracing::error!(job.id = %job.job_id, error = %e, "shutting down: handing the job back failed; the sweeper will release it when its lease expires"),
-            }
-            return Ok(());
+            return stop(state, job).await;
         }
     };
     let trained = match trained {
@@ -219,13 +268,13 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Result<(), BoxDyn
                 .unwrap_or_else(|| "unknown panic".to_string());
             Trained::Panicked(msg)
         }
-        Err(join) => return Err(join.into()),
+        Err(join) => Trained::Panicked(format!("training task ended: {join}")),
     };
 
     match trained {
         Trained::Panicked(msg) => {
-            tracing::error!(job.id = %job.job_id, panic = %msg, "training panicked");
-            finish(state, job, "failed", &format!("training panicked: {msg}")).await
+            tracing::error!(panic = %msg, "training panicked");
+            finish(state, job, "failed", &format!("training panicked: {msg}")).await;
         }
         Trained::Rejected(e) => {
             let status = if matches!(e, TrainError::InsufficientData { .. }) {
@@ -233,52 +282,92 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Result<(), BoxDyn
             } else {
                 "failed"
             };
-            tracing::warn!(job.id = %job.job_id, job.status = status, reason = %e, "training did not produce a model");
-            finish(state, job, status, &e.to_string()).await
+            tracing::warn!(job.status = status, reason = %e, "training did not produce a model");
+            finish(state, job, status, &e.to_string()).await;
         }
         Trained::Done(outcome, epochs, incumbent, seconds) => {
-            let written = with_db_retry(state, "writing the results", || {
+            // The results are in memory: losing them to an outage would mean
+            // training again, so wait it out.
+            let written = with_db_retry(state, "writing the results", Retry::UntilStopped, || {
                 results::write_success(&state.pool, job, &outcome, &epochs, &incumbent, seconds)
             })
-            .await?;
+            .await;
             match written {
-                Some(w) => {
+                None => return stop(state, job).await,
+                Some(Some(w)) => {
                     let champion = &outcome.candidates[outcome.champion];
-                    tracing::info!(job.id = %job.job_id, org.id = %job.org_id, model.type = %job.model_type,
-                        model.id = %w.model_id, model.version = w.version, algorithm = %champion.algorithm,
-                        accuracy = champion.metrics.accuracy, mae = champion.metrics.mae,
-                        promoted = w.promoted, reason = %w.reason, train_seconds = seconds,
-                        "training succeeded");
+                    tracing::info!(model.id = %w.model_id, model.version = w.version,
+                        algorithm = %champion.algorithm, accuracy = champion.metrics.accuracy,
+                        mae = champion.metrics.mae, promoted = w.promoted, reason = %w.reason,
+                        train_seconds = seconds, "training succeeded");
                 }
-                None => {
-                    tracing::warn!(job.id = %job.job_id, "results discarded: the job was taken over or ended meanwhile")
+                Some(None) => {
+                    tracing::warn!("results discarded: the job was taken over or ended meanwhile")
                 }
             }
-            Ok(())
+        }
+    }
+    Some(())
+}
+
+/// Ends the attempt without a model. If the process stops before
+/// PostgreSQL answers, the job is left running for the lease sweeper.
+async fn finish(state: &WorkerState, job: &ClaimedJob, status: &str, reason: &str) {
+    let owned = with_db_retry(
+        state,
+        "recording the job's end",
+        Retry::UntilStopped,
+        || jobs::finish_without_model(&state.pool, job, status, reason),
+    )
+    .await;
+    match owned {
+        Some(true) => {}
+        Some(false) => tracing::warn!("the job was taken over or ended meanwhile"),
+        None => {
+            stop(state, job).await;
         }
     }
 }
 
-async fn finish(
-    state: &WorkerState,
-    job: &ClaimedJob,
-    status: &str,
-    reason: &str,
-) -> Result<(), BoxDynError> {
-    let owned = with_db_retry(state, "recording the job's end", || {
-        jobs::finish_without_model(&state.pool, job, status, reason)
-    })
-    .await?;
-    if !owned {
-        tracing::warn!(job.id = %job.job_id, "the job was taken over or ended meanwhile");
+/// The process is stopping with this job unfinished: hand it back within
+/// what is left of the grace period. If PostgreSQL cannot be reached in
+/// time, leave a note in Redis so the lease sweeper gives the attempt back
+/// when it releases the job, and exit anyway: the shutdown never outlasts
+/// the grace period.
+async fn stop(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
+    let mut conn = state.redis.clone();
+    let budget = state.settings.hand_back_budget();
+    match tokio::time::timeout(
+        budget,
+        jobs::hand_back(&state.pool, &mut conn, &state.queue, job),
+    )
+    .await
+    {
+        Ok(Ok(true)) => tracing::warn!("shutting down: job handed back to the queue"),
+        Ok(Ok(false)) => tracing::warn!("shutting down: job was no longer ours"),
+        outcome => {
+            let why = match outcome {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("no answer within {} ms", budget.as_millis()),
+            };
+            let noted = jobs::note_hand_back(&mut conn, &state.queue, job).await;
+            tracing::error!(error = %why, noted_in_redis = noted.is_ok(),
+                "shutting down: handing the job back failed; the lease sweeper releases it once its lease expires");
+        }
     }
-    Ok(())
+    None
 }
 
-async fn shutdown_then_grace(state: &WorkerState) {
+/// Resolves when the process is stopping and what is left of the grace
+/// period is just enough to hand a job back.
+async fn grace_over(state: &WorkerState) {
     let mut rx = state.shutdown.clone();
     let _ = rx.wait_for(|s| *s).await;
-    tokio::time::sleep(state.settings.grace()).await;
+    let since = state
+        .stopping_since()
+        .unwrap_or_else(tokio::time::Instant::now);
+    let handback = state.settings.hand_back_budget();
+    tokio::time::sleep_until(since + state.settings.grace().saturating_sub(handback)).await;
 }
 
 async fn top_up(state: &WorkerState) {
@@ -289,34 +378,50 @@ async fn top_up(state: &WorkerState) {
     }
 }
 
+/// How long [`with_db_retry`] keeps trying.
+#[derive(Debug, Clone, Copy)]
+enum Retry {
+    /// Up to this long (before a job is claimed: giving up costs nothing).
+    For(Duration),
+    /// Until the process stops and its grace period runs out.
+    UntilStopped,
+}
+
 /// Retries a database operation while PostgreSQL is unreachable, with
-/// exponential backoff, up to the configured budget. An outage alone never
-/// fails a job: if it lasts longer, the delivery errors and the lease and
-/// sweeper bring the job back.
+/// exponential backoff. `None` when it gave up (budget spent or process
+/// stopping); the error has been logged.
 async fn with_db_retry<T, E, F, Fut>(
     state: &WorkerState,
     what: &str,
+    retry: Retry,
     mut op: F,
-) -> Result<T, BoxDynError>
+) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
-    let budget = Duration::from_secs(state.settings.db_retry_secs);
     let started = Instant::now();
     let mut wait = Duration::from_millis(250);
     loop {
         match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) if started.elapsed() < budget => {
-                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
+            Ok(v) => return Some(v),
             Err(e) => {
-                tracing::error!(error = %e, "{what} failed for {} s; giving the delivery up", budget.as_secs());
-                return Err(Box::new(e));
+                if let Retry::For(budget) = retry {
+                    if started.elapsed() >= budget {
+                        tracing::error!(error = %e, "{what} failed for {} s; giving up", budget.as_secs());
+                        return None;
+                    }
+                }
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "{what} failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = grace_over(state) => {
+                        tracing::error!(error = %e, "{what} failed and the process is stopping; giving up");
+                        return None;
+                    }
+                }
+                wait = (wait * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -1,5 +1,6 @@
-//! `/health`: 200 when PostgreSQL and Redis both answer, 503 otherwise. It
-//! says up or down for each and nothing else (no URLs, no versions).
+//! `/health`: 200 when PostgreSQL and Redis both answer and the queue
+//! consumer is serving, 503 otherwise. It says up or down for each and
+//! nothing else (no URLs, no versions).
 
 use std::time::Duration;
 
@@ -26,8 +27,10 @@ async fn health(State(state): State<Arc<WorkerState>>) -> (StatusCode, Json<Valu
         .await
         .map(|r| r.is_ok())
         .unwrap_or(false);
+    let consumer = state.consumer.status();
     let up = |b: bool| if b { "up" } else { "down" };
-    let code = if pg && redis {
+    let ok = pg && redis && consumer.is_ok();
+    let code = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -35,9 +38,13 @@ async fn health(State(state): State<Arc<WorkerState>>) -> (StatusCode, Json<Valu
     (
         code,
         Json(json!({
-            "status": if pg && redis { "ok" } else { "unavailable" },
+            "status": if ok { "ok" } else { "unavailable" },
             "postgres": up(pg),
             "redis": up(redis),
+            "queue_consumer": match &consumer {
+                Ok(()) => "up".to_string(),
+                Err(why) => why.clone(),
+            },
         })),
     )
 }

@@ -90,6 +90,10 @@ impl WorkerSettings {
     pub fn grace(&self) -> Duration {
         Duration::from_secs(self.grace_secs)
     }
+    /// The end of the grace period kept for handing an unfinished job back.
+    pub fn hand_back_budget(&self) -> Duration {
+        (self.grace() / 4).clamp(Duration::from_millis(500), Duration::from_secs(5))
+    }
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_secs.max(1))
     }

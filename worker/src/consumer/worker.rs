@@ -2,9 +2,10 @@
 //! server, and a graceful shutdown that stops taking jobs, lets the current
 //! one finish (or hands it back) and exits.
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -15,7 +16,7 @@ use tokio::sync::watch;
 
 use super::handler::handle;
 use super::settings::WorkerSettings;
-use trainyard_shared::queue::{self, RearmingInterval};
+use trainyard_shared::queue::{self, Delivery, DeliveryCodec, RearmingInterval};
 
 /// Everything a job handler needs, shared by all of a process's jobs.
 pub struct WorkerState {
@@ -27,8 +28,62 @@ pub struct WorkerState {
     pub train: crate::training::TrainSettings,
     /// Turns true when the process is asked to stop.
     pub shutdown: watch::Receiver<bool>,
+    /// When it was asked to stop (the grace period counts from here).
+    pub stopping_at: OnceLock<tokio::time::Instant>,
     pub in_flight: AtomicUsize,
     pub faults: super::faults::Faults,
+    pub consumer: ConsumerHealth,
+}
+
+impl WorkerState {
+    pub fn stopping_since(&self) -> Option<tokio::time::Instant> {
+        self.stopping_at.get().copied()
+    }
+}
+
+/// Whether the queue consumer is serving: it is down between a crash and
+/// its restart, and a consumer that keeps dying is unhealthy even while it
+/// is briefly up (`/health` says 503 so the platform restarts the replica
+/// and an operator sees it).
+#[derive(Debug, Default)]
+pub struct ConsumerHealth {
+    running: AtomicBool,
+    restarts: Mutex<VecDeque<std::time::Instant>>,
+}
+
+impl ConsumerHealth {
+    /// Restarts within this window that make a consumer unhealthy.
+    pub const WINDOW: Duration = Duration::from_secs(60);
+    pub const MAX_RESTARTS: usize = 3;
+
+    fn started(&self) {
+        self.running.store(true, Ordering::SeqCst);
+    }
+
+    fn died(&self) {
+        self.running.store(false, Ordering::SeqCst);
+        let mut r = self.restarts.lock().unwrap_or_else(|p| p.into_inner());
+        r.push_back(std::time::Instant::now());
+        while r.len() > Self::MAX_RESTARTS {
+            r.pop_front();
+        }
+    }
+
+    /// `Ok` when serving; otherwise why not.
+    pub fn status(&self) -> Result<(), String> {
+        if !self.running.load(Ordering::SeqCst) {
+            return Err("stopped".to_string());
+        }
+        let r = self.restarts.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = r.iter().filter(|t| t.elapsed() < Self::WINDOW).count();
+        if recent >= Self::MAX_RESTARTS {
+            return Err(format!(
+                "restarting in a loop ({recent} restarts in {} s)",
+                Self::WINDOW.as_secs()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A name unique to this process: replicas may share a prefix.
@@ -64,8 +119,7 @@ pub async fn run(
     let queue_config = queue::queue_config(&conn.queue)
         .batch_size(1)
         .heartbeat_interval(settings.heartbeat())
-        .missed_heartbeats(settings.missed_heartbeats)
-        .persist_results(false);
+        .missed_heartbeats(settings.missed_heartbeats);
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(WorkerState {
         pool: pool.clone(),
@@ -75,8 +129,10 @@ pub async fn run(
         train: settings.training.train_settings(),
         settings: settings.clone(),
         shutdown: stop_rx.clone(),
+        stopping_at: OnceLock::new(),
         in_flight: AtomicUsize::new(0),
         faults: super::faults::Faults::from_env(),
+        consumer: ConsumerHealth::default(),
     });
     if state.faults.is_set() {
         tracing::warn!(faults = ?state.faults, "fault injection is on (TRAINYARD_FAULTS)");
@@ -139,27 +195,35 @@ pub async fn run(
         })
     };
 
-    tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("shutdown requested: no new jobs will be taken");
-        let _ = stop_tx.send(true);
-    });
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = state.stopping_at.set(tokio::time::Instant::now());
+            tracing::info!("shutdown requested: no new jobs will be taken");
+            let _ = stop_tx.send(true);
+        });
+    }
 
     // The queue worker; if it dies (e.g. Redis went away), start a new one
-    // under a fresh name until shutdown.
+    // under a fresh name until shutdown. A dead generation is deregistered
+    // first: what it had fetched goes back to the queue.
     let mut generation = 0u32;
+    let mut worker_name;
     loop {
-        let worker_name = if generation == 0 {
+        worker_name = if generation == 0 {
             name.clone()
         } else {
             format!("{name}-r{generation}")
         };
-        let storage: RedisStorage<serde_json::Value> =
+        let storage: RedisStorage<Delivery> =
             RedisStorage::new(redis.clone()).with_config(queue_config.clone());
-        let backend = storage.poll_with_strategy(RearmingInterval::new(Duration::from_millis(
-            settings.poll_interval_ms.max(1),
-        )));
-        let worker = WorkerBuilder::new(worker_name)
+        let backend = storage
+            .with_codec(DeliveryCodec)
+            .poll_with_strategy(RearmingInterval::new(Duration::from_millis(
+                settings.poll_interval_ms.max(1),
+            )));
+        let worker = WorkerBuilder::new(worker_name.clone())
             .backend(backend)
             .concurrency(settings.concurrency.max(1))
             .data(state.clone())
@@ -169,6 +233,7 @@ pub async fn run(
             let _ = stop.wait_for(|s| *s).await;
             Ok::<(), std::io::Error>(())
         };
+        state.consumer.started();
         let result = worker.run_until(signal).await;
         if *stop_rx.borrow() {
             if let Err(e) = result {
@@ -176,6 +241,7 @@ pub async fn run(
             }
             break;
         }
+        state.consumer.died();
         generation += 1;
         match result {
             Err(e) => {
@@ -186,17 +252,46 @@ pub async fn run(
                 "queue worker ended unexpectedly; restarting it in 1 s"
             ),
         }
+        deregister(&state, &worker_name).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
-    // Let in-flight jobs finish or hand themselves back.
-    let deadline = tokio::time::Instant::now() + settings.grace() + Duration::from_secs(5);
+    // Let in-flight jobs finish or hand themselves back: the handlers bound
+    // themselves by the grace period.
+    let since = state
+        .stopping_since()
+        .unwrap_or_else(tokio::time::Instant::now);
+    let deadline = since + settings.grace() + Duration::from_secs(1);
     while state.in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    deregister(&state, &worker_name).await;
     sweeper.abort();
     tracing::info!(worker.name = %name, "worker stopped");
     Ok(())
+}
+
+/// Takes a consumer generation out of Redis (bounded by a few seconds, so a
+/// dead Redis cannot hold the shutdown).
+async fn deregister(state: &WorkerState, worker: &str) {
+    let mut conn = state.redis.clone();
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        queue::deregister(&mut conn, &state.queue, worker),
+    )
+    .await
+    {
+        Ok(Ok(0)) => tracing::debug!(worker.name = %worker, "deregistered from the queue"),
+        Ok(Ok(n)) => {
+            tracing::info!(worker.name = %worker, returned = n, "deregistered; unhandled deliveries returned to the queue")
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(worker.name = %worker, error = %e, "deregistering failed; other workers re-queue what it held once its heartbeat is missed")
+        }
+        Err(_) => {
+            tracing::warn!(worker.name = %worker, "deregistering timed out; other workers re-queue what it held once its heartbeat is missed")
+        }
+    }
 }
 
 /// Resolves on SIGTERM (Railway redeploys) or Ctrl-C.
