@@ -213,6 +213,29 @@ pub fn log_path(name: &str) -> PathBuf {
         .join(format!("{name}.log"))
 }
 
+/// A plain HTTP GET on loopback, retried while the port is not yet open;
+/// returns the whole response (status line, headers, body).
+pub async fn http_get(port: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = std::time::Instant::now();
+    loop {
+        match tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await {
+            Ok(mut s) => {
+                s.write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await?;
+                let mut buf = String::new();
+                s.read_to_string(&mut buf).await?;
+                return Ok(buf);
+            }
+            Err(e) if started.elapsed() > Duration::from_secs(20) => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

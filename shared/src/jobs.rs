@@ -505,6 +505,7 @@ async fn release_expired(
 pub struct Sweeper {
     settings: SweepSettings,
     reachable_since: Option<std::time::Instant>,
+    passes: u64,
 }
 
 impl Sweeper {
@@ -512,6 +513,7 @@ impl Sweeper {
         Self {
             settings,
             reachable_since: None,
+            passes: 0,
         }
     }
 
@@ -534,6 +536,14 @@ impl Sweeper {
             .reachable_since
             .get_or_insert_with(std::time::Instant::now);
         let release = since.elapsed() >= self.settings.lease_timeout;
+        self.passes += 1;
+        if self.passes % 60 == 1 {
+            match queue::forget_departed_workers(conn, config).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(count = n, "deleted the metadata of departed workers"),
+                Err(e) => tracing::warn!(error = %e, "deleting departed workers' metadata failed"),
+            }
+        }
         match sweep(pool, conn, config, &self.settings, release).await {
             Ok(r) => {
                 if r.restored + r.released + r.garbage + r.timed_out_cycles > 0 {

@@ -340,6 +340,51 @@ pub async fn reconcile(
     })
 }
 
+/// Deletes the metadata apalis keeps for workers no longer registered
+/// (crashed processes, replaced consumer generations): apalis writes one
+/// hash per worker name and never removes it. Names are unique per process
+/// and generation, so a name that left the workers set never comes back.
+/// Returns how many were deleted.
+pub async fn forget_departed_workers(
+    conn: &mut ConnectionManager,
+    config: &RedisQueueConfig,
+) -> Result<usize, QueueError> {
+    let prefix = format!("{}:workers:metadata:", config.queue.as_ref());
+    let mut cursor: u64 = 0;
+    let mut gone = Vec::new();
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        if !keys.is_empty() {
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.zscore(config.workers_set(), &key[prefix.len()..]);
+            }
+            let scores: Vec<Option<f64>> = pipe.query_async(conn).await?;
+            gone.extend(
+                keys.into_iter()
+                    .zip(scores)
+                    .filter(|(_, s)| s.is_none())
+                    .map(|(k, _)| k),
+            );
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    if !gone.is_empty() {
+        redis::cmd("DEL").arg(&gone).query_async::<()>(conn).await?;
+    }
+    Ok(gone.len())
+}
+
 /// Every Redis key of a queue, for tests and diagnostics (SCAN, not KEYS).
 pub async fn key_count(
     conn: &mut ConnectionManager,

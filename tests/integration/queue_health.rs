@@ -230,6 +230,7 @@ async fn twenty_restarts_replay_only_the_jobs_in_flight() -> anyhow::Result<()> 
         handled += log.matches("training started").count();
         handled += log.matches("delivery acknowledged").count();
     }
+    eprintln!("{handled} deliveries handled for {JOBS} jobs and 20 stops");
     // Each job once, plus at most one more delivery for each stop (the
     // worker trains one job at a time).
     assert!(
@@ -403,5 +404,52 @@ async fn sigterm_during_a_postgres_outage_exits_within_grace_and_keeps_the_attem
             .fetch_one(&env.pool)
             .await?;
     assert_eq!(attempts, 1, "the interrupted attempt was given back");
+    Ok(())
+}
+
+/// A queue consumer that keeps dying (here: its registration is deleted
+/// under it, so every heartbeat fails) makes `/health` answer 503 with the
+/// reason, while the process stays up to recover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_turns_unavailable_while_the_queue_consumer_restarts_in_a_loop() -> anyhow::Result<()>
+{
+    let mut env = TestEnv::new().await?;
+    let port = trainyard_tests::free_port().to_string();
+    env.spawn_worker(&[("PORT", port.as_str())])?;
+    // 503 ("stopped") until the consumer has started, then 200.
+    let started = Instant::now();
+    loop {
+        let health = trainyard_tests::http_get(&port, "/health").await?;
+        if health.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut redis = env.redis().await?;
+    let workers = env.queue_config().workers_set();
+    let started = Instant::now();
+    let unhealthy = loop {
+        let _: () = redis::cmd("DEL")
+            .arg(&workers)
+            .query_async(&mut redis)
+            .await?;
+        let health = trainyard_tests::http_get(&port, "/health").await?;
+        // Between a crash and its restart it says "stopped"; then the loop.
+        if health.contains("restarting in a loop") {
+            break health;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still healthy: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(unhealthy.starts_with("HTTP/1.1 503"), "{unhealthy}");
+    assert!(unhealthy.contains("\"postgres\":\"up\""), "{unhealthy}");
+    for w in env.workers().iter_mut() {
+        assert!(w.try_wait()?.is_none(), "the worker exited");
+    }
     Ok(())
 }

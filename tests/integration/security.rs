@@ -6,7 +6,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use trainyard_shared::ModelType;
-use trainyard_tests::{binary, enqueue, insert_org, log_path, OwnPostgres, OwnRedis, TestEnv};
+use trainyard_tests::{
+    binary, enqueue, http_get, insert_org, log_path, OwnPostgres, OwnRedis, TestEnv,
+};
 use uuid::Uuid;
 
 const LIMIT: Duration = Duration::from_secs(240);
@@ -148,27 +150,6 @@ async fn passwords_never_appear_in_logs_output_help_or_health() -> anyhow::Resul
 }
 
 /// A minimal HTTP/1.1 GET on loopback (the test needs no HTTP client).
-async fn http_get(port: &str, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let started = std::time::Instant::now();
-    loop {
-        match tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await {
-            Ok(mut s) => {
-                s.write_all(
-                    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                        .as_bytes(),
-                )
-                .await?;
-                let mut buf = String::new();
-                s.read_to_string(&mut buf).await?;
-                return Ok(buf);
-            }
-            Err(e) if started.elapsed() > Duration::from_secs(20) => return Err(e.into()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_reads_and_writes_only_its_own_organization() -> anyhow::Result<()> {
     let mut env = TestEnv::new().await?;
