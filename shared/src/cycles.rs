@@ -1,6 +1,7 @@
 //! Training cycles: creating one (cycle row + one job row per org × model
-//! type, in one transaction), rolling it up exactly once, timing it out, and
-//! reading it back for the CLI and dashboards.
+//! type, in one transaction), rolling it up exactly once with counters kept
+//! on the cycle row, timing it out, and reading it back for the CLI and
+//! dashboards.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -225,12 +226,8 @@ pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome
 
     let total = ids.len() as i64;
     let skipped = statuses.iter().filter(|s| *s == "skipped").count() as i64;
-    sqlx::query("update ml_training_cycles set total_jobs = $2 where id = $1")
-        .bind(cycle_id)
-        .bind(total as i32)
-        .execute(&mut *tx)
-        .await?;
-    roll_up(&mut tx, cycle_id, None).await?;
+    // Sets the counters (and finalizes a cycle whose every job was skipped).
+    recount(&mut tx, cycle_id, None).await?;
     tx.commit().await?;
     tracing::info!(cycle.id = %cycle_id, total, queued = total - skipped, skipped, "cycle created");
     Ok(CreateOutcome::Created {
@@ -249,27 +246,88 @@ fn data_label(t: ModelType) -> &'static str {
     }
 }
 
-/// Refreshes the cycle's counts and, when no job is left queued or running,
-/// finalizes it. Call it inside the transaction that made a job terminal: it
-/// locks the cycle row first, so concurrent finishers run it one after the
-/// other and exactly one of them sees the last job terminal. Returns whether
-/// this call finalized the cycle. `force` finalizes with that status even if
-/// jobs are live (used for deadlines, after those jobs were failed).
+/// How a job ended, for the cycle's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Succeeded { promoted: bool },
+    Failed,
+    Skipped,
+}
+
+/// Counts one job that just became terminal, in the transaction that made
+/// it so (guarded transitions make that exactly once), and finalizes the
+/// cycle when it was the last live job. O(1): one update of the cycle row,
+/// whose lock is held until the caller commits, so call it last. Only the
+/// finalizing call recounts (once per cycle) to prove the counters. Returns
+/// whether this call finalized the cycle.
 pub async fn roll_up(
     conn: &mut PgConnection,
     cycle_id: CycleId,
-    force: Option<&str>,
+    ended: Ended,
 ) -> Result<bool, sqlx::Error> {
-    let status: Option<String> =
-        sqlx::query_scalar("select status from ml_training_cycles where id = $1 for update")
-            .bind(cycle_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    if status.as_deref() != Some("running") {
-        return Ok(false);
+    let (ok, failed, skipped, promoted) = match ended {
+        Ended::Succeeded { promoted } => (1, 0, 0, promoted as i32),
+        Ended::Failed => (0, 1, 0, 0),
+        Ended::Skipped => (0, 0, 1, 0),
+    };
+    let live: Option<i32> = sqlx::query_scalar(
+        "update ml_training_cycles
+         set successful_models = successful_models + $2, failed_models = failed_models + $3,
+             skipped_models = skipped_models + $4, promoted_models = promoted_models + $5,
+             live_jobs = live_jobs - 1,
+             total_time_minutes = extract(epoch from (now() - started_at)) / 60.0
+         where id = $1 and status = 'running'
+         returning live_jobs",
+    )
+    .bind(cycle_id)
+    .bind(ok)
+    .bind(failed)
+    .bind(skipped)
+    .bind(promoted)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match live {
+        Some(n) if n <= 0 => Ok(recount(conn, cycle_id, None).await?.finalized),
+        _ => Ok(false),
+    }
+}
+
+/// What [`recount`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recount {
+    pub finalized: bool,
+    /// The counters disagreed with the job rows and were repaired.
+    pub repaired: bool,
+}
+
+/// Counts a running cycle's jobs from their rows (O(jobs): at creation, at
+/// finalization, on deadlines and in the sweeper's audit), repairs the
+/// counters if they disagree — logging it loudly and keeping what they said
+/// in `counters_repaired` — and finalizes the cycle when no job is live.
+/// `force` finalizes with that status even if jobs are live (deadlines,
+/// after those jobs were failed).
+pub async fn recount(
+    conn: &mut PgConnection,
+    cycle_id: CycleId,
+    force: Option<&str>,
+) -> Result<Recount, sqlx::Error> {
+    let Some(kept) = sqlx::query(
+        "select total_jobs, live_jobs, successful_models, failed_models, skipped_models,
+                promoted_models, status
+         from ml_training_cycles where id = $1 for update",
+    )
+    .bind(cycle_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(Recount::default());
+    };
+    if kept.get::<String, _>("status") != "running" {
+        return Ok(Recount::default());
     }
     let row = sqlx::query(
-        "select count(*) filter (where status in ('queued', 'running')) as live,
+        "select count(*) as total,
+                count(*) filter (where status in ('queued', 'running')) as live,
                 count(*) filter (where status = 'succeeded') as ok,
                 count(*) filter (where status = 'failed') as failed,
                 count(*) filter (where status = 'skipped') as skipped,
@@ -279,8 +337,25 @@ pub async fn roll_up(
     .bind(cycle_id)
     .fetch_one(&mut *conn)
     .await?;
-    let live: i64 = row.get("live");
-    let failed: i64 = row.get("failed");
+    let counted: [i32; 6] = ["total", "live", "ok", "failed", "skipped", "promoted"]
+        .map(|c| row.get::<i64, _>(c) as i32);
+    let had: [i32; 6] = [
+        "total_jobs",
+        "live_jobs",
+        "successful_models",
+        "failed_models",
+        "skipped_models",
+        "promoted_models",
+    ]
+    .map(|c| kept.get::<i32, _>(c));
+    let [total, live, ok, failed, skipped, promoted] = counted;
+    // A fresh cycle's row holds zeros until this first count.
+    let fresh = had == [0; 6];
+    let repaired = !fresh && had != counted;
+    if repaired {
+        tracing::error!(cycle.id = %cycle_id, counters = ?had, job_rows = ?counted,
+            "cycle counters disagreed with the job rows (total, live, succeeded, failed, skipped, promoted); repaired from the rows");
+    }
     let final_status = match force {
         Some(s) => Some(s.to_string()),
         None if live > 0 => None,
@@ -289,24 +364,64 @@ pub async fn roll_up(
     };
     sqlx::query(
         "update ml_training_cycles
-         set successful_models = $2, failed_models = $3, skipped_models = $4, promoted_models = $5,
-             status = coalesce($6, status),
-             finished_at = case when $6 is null then null else now() end,
-             total_time_minutes = extract(epoch from (now() - started_at)) / 60.0
+         set total_jobs = $2, live_jobs = $3, successful_models = $4, failed_models = $5,
+             skipped_models = $6, promoted_models = $7,
+             status = coalesce($8, status),
+             finished_at = case when $8 is null then null else now() end,
+             total_time_minutes = extract(epoch from (now() - started_at)) / 60.0,
+             counters_repaired = case when $9 then jsonb_build_object(
+                 'at', now(), 'total', $10::int, 'live', $11::int, 'succeeded', $12::int,
+                 'failed', $13::int, 'skipped', $14::int, 'promoted', $15::int)
+                 else counters_repaired end
          where id = $1",
     )
     .bind(cycle_id)
-    .bind(row.get::<i64, _>("ok") as i32)
-    .bind(failed as i32)
-    .bind(row.get::<i64, _>("skipped") as i32)
-    .bind(row.get::<i64, _>("promoted") as i32)
+    .bind(total)
+    .bind(live)
+    .bind(ok)
+    .bind(failed)
+    .bind(skipped)
+    .bind(promoted)
     .bind(&final_status)
+    .bind(repaired)
+    .bind(had[0])
+    .bind(had[1])
+    .bind(had[2])
+    .bind(had[3])
+    .bind(had[4])
+    .bind(had[5])
     .execute(&mut *conn)
     .await?;
     if let Some(s) = &final_status {
         tracing::info!(cycle.id = %cycle_id, cycle.status = %s, "cycle finalized");
     }
-    Ok(final_status.is_some())
+    Ok(Recount {
+        finalized: final_status.is_some(),
+        repaired,
+    })
+}
+
+/// The sweeper's audit: recounts running cycles whose counters say no job
+/// is live (a finalization that did not happen) and, when `all`, up to three
+/// running cycles. Returns how many were repaired.
+pub async fn audit_running(pool: &PgPool, all: bool) -> Result<usize, sqlx::Error> {
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "select id from ml_training_cycles
+         where status = 'running' and (live_jobs <= 0 or $1)
+         order by live_jobs, random() limit 3",
+    )
+    .bind(all)
+    .fetch_all(pool)
+    .await?;
+    let mut repaired = 0;
+    for id in ids {
+        let mut tx = pool.begin().await?;
+        if recount(&mut tx, CycleId(id), None).await?.repaired {
+            repaired += 1;
+        }
+        tx.commit().await?;
+    }
+    Ok(repaired)
 }
 
 /// Fails the unfinished jobs of running cycles whose deadline has passed and
@@ -329,7 +444,10 @@ pub async fn time_out_overdue(pool: &PgPool) -> Result<usize, sqlx::Error> {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        if roll_up(&mut tx, CycleId(id), Some("timed_out")).await? {
+        if recount(&mut tx, CycleId(id), Some("timed_out"))
+            .await?
+            .finalized
+        {
             n += 1;
             tracing::warn!(cycle.id = %id, "cycle timed out");
         }

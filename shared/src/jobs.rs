@@ -9,7 +9,7 @@ use apalis_redis::{Config as RedisQueueConfig, ConnectionManager};
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 
-use crate::cycles::roll_up;
+use crate::cycles::{roll_up, Ended};
 use crate::domain::{CycleId, JobId, ModelType, OrgId};
 use crate::queue::{self, QueueError, TrainJob};
 
@@ -141,7 +141,7 @@ pub async fn claim(
             .await?
             .rows_affected();
             if done == 1 {
-                roll_up(&mut tx, cycle_id, None).await?;
+                roll_up(&mut tx, cycle_id, Ended::Failed).await?;
             }
             tx.commit().await?;
             tracing::warn!(job.id = %job_id, attempts, "job failed: attempts exhausted");
@@ -187,7 +187,12 @@ pub async fn finish_without_model(
     .await?
     .rows_affected();
     if n == 1 {
-        roll_up(&mut tx, job.cycle_id, None).await?;
+        let ended = if status == "skipped" {
+            Ended::Skipped
+        } else {
+            Ended::Failed
+        };
+        roll_up(&mut tx, job.cycle_id, ended).await?;
     }
     tx.commit().await?;
     Ok(n == 1)
@@ -311,6 +316,8 @@ pub struct SweepReport {
     pub released: usize,
     pub timed_out_cycles: usize,
     pub pushed: usize,
+    /// Running cycles whose counters disagreed with their job rows, repaired.
+    pub repaired_cycles: usize,
 }
 
 /// One pass of the sweeper:
@@ -544,14 +551,27 @@ impl Sweeper {
                 Err(e) => tracing::warn!(error = %e, "deleting departed workers' metadata failed"),
             }
         }
-        match sweep(pool, conn, config, &self.settings, release).await {
+        let audit_all = self.passes % 60 == 1;
+        let swept = match sweep(pool, conn, config, &self.settings, release).await {
+            Ok(mut r) => crate::cycles::audit_running(pool, audit_all)
+                .await
+                .map(|n| {
+                    r.repaired_cycles = n;
+                    r
+                })
+                .map_err(JobError::from),
+            Err(e) => Err(e),
+        };
+        match swept {
             Ok(r) => {
-                if r.restored + r.released + r.garbage + r.timed_out_cycles > 0 {
+                if r.restored + r.released + r.garbage + r.timed_out_cycles + r.repaired_cycles > 0
+                {
                     tracing::info!(
                         restored = r.restored,
                         released = r.released,
                         garbage = r.garbage,
                         timed_out_cycles = r.timed_out_cycles,
+                        repaired_cycles = r.repaired_cycles,
                         pushed = r.pushed,
                         "sweep recovered jobs"
                     );

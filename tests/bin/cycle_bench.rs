@@ -2,6 +2,15 @@
 //!
 //!   cycle-bench enqueue [ORGS]          time `trainyard-scheduler enqueue --all` for ORGS orgs (default 10000)
 //!   cycle-bench cycle [ORGS] [WORKERS]  run a full cycle of ORGS orgs × 3 model types (default 50, 2 workers)
+//!   cycle-bench lifecycle JOBS [WORKERS] [CONCURRENCY]
+//!                                       JOBS no-op jobs through the whole lifecycle (default 2 workers × 4)
+//!   cycle-bench dispatch [N]            push-to-start latency of N jobs pushed one at a time to an idle worker
+//!
+//! The no-op trainer of `lifecycle` and `dispatch` is an organization with
+//! no rows: the real worker binary runs the real lifecycle (claim, lease,
+//! load the rows, train — refused at once as insufficient data — record the
+//! job `skipped`, roll the cycle up, acknowledge the delivery, refill the
+//! window), and nothing in production configuration can make it skip work.
 //!
 //! Uses DATABASE_URL / REDIS_URL like the tests (a fresh database and queue
 //! prefix per run). Epochs follow TRAINYARD_LSTM_EPOCHS / TRAINYARD_AE_EPOCHS
@@ -30,7 +39,19 @@ async fn main() -> anyhow::Result<()> {
             let workers = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(2);
             bench_cycle(orgs, workers).await
         }
-        _ => bail!("usage: cycle-bench enqueue [ORGS] | cycle [ORGS] [WORKERS]"),
+        Some("lifecycle") => {
+            let jobs = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(3000);
+            let workers = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(2);
+            let concurrency = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(4);
+            bench_lifecycle(jobs, workers, concurrency).await
+        }
+        Some("dispatch") => {
+            let n = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(100);
+            bench_dispatch(n).await
+        }
+        _ => bail!(
+            "usage: cycle-bench enqueue [ORGS] | cycle [ORGS] [WORKERS] | lifecycle JOBS [WORKERS] [CONCURRENCY] | dispatch [N]"
+        ),
     }
 }
 
@@ -130,6 +151,153 @@ async fn bench_cycle(orgs: usize, workers: usize) -> anyhow::Result<()> {
         "cycle_orgs={orgs} jobs={} succeeded={ok} failed={failed} workers={workers} wall_s={wall:.2} train_s_sum={train_sum:.2} ideal_wall_s={ideal:.2} overhead_pct={overhead:.2} worker_peak_rss_mb={peak_mb:.1}",
         orgs * 3
     );
+    Ok(())
+}
+
+/// One cycle of `jobs` jobs for `jobs / 3` organizations without data (× 3
+/// model types), created the way `enqueue` creates a cycle (rows in one
+/// transaction, counters from one count) but not yet pushed.
+async fn noop_cycle(env: &TestEnv, jobs: usize) -> anyhow::Result<uuid::Uuid> {
+    let cycle = uuid::Uuid::new_v4();
+    let orgs = jobs.div_ceil(3);
+    let mut tx = env.pool.begin().await?;
+    sqlx::query(
+        "insert into ml_training_cycles (id, cycle_key, kind, cycle_date, deadline_at, requested_by)
+         values ($1, $2, 'adhoc', now(), now() + interval '1 day', 'cycle-bench')",
+    )
+    .bind(cycle)
+    .bind(format!("bench-{cycle}"))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "with o as (insert into organizations (id, name)
+                    select gen_random_uuid(), 'noop-' || g from generate_series(1, $2) g
+                    returning id),
+              t as (select o.id as org, m.kind, row_number() over () as n
+                    from o cross join unnest(array['emissions_forecast', 'energy_forecast',
+                                                   'anomaly_detection']) as m(kind))
+         insert into ml_training_jobs (id, cycle_id, organization_id, model_type, max_attempts)
+         select gen_random_uuid(), $1, t.org, t.kind, 3 from t where t.n <= $3",
+    )
+    .bind(cycle)
+    .bind(orgs as i64)
+    .bind(jobs as i64)
+    .execute(&mut *tx)
+    .await?;
+    trainyard_shared::cycles::recount(&mut tx, trainyard_shared::CycleId(cycle), None).await?;
+    tx.commit().await?;
+    if jobs > 1 {
+        sqlx::query("analyze").execute(&env.pool).await?;
+    }
+    Ok(cycle)
+}
+
+async fn xact_count(env: &TestEnv) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "select xact_commit + xact_rollback from pg_stat_database where datname = current_database()",
+    )
+    .fetch_one(&env.pool)
+    .await?)
+}
+
+async fn bench_lifecycle(jobs: usize, workers: usize, concurrency: usize) -> anyhow::Result<()> {
+    let mut env = TestEnv::new().await?;
+    eprintln!("creating {jobs} no-op jobs ...");
+    let cycle = noop_cycle(&env, jobs).await?;
+    let conc = concurrency.to_string();
+    let extra = [
+        ("TRAINYARD_CONCURRENCY", conc.as_str()),
+        ("RUST_LOG", "warn"),
+        ("TRAINYARD_SWEEP_SECS", "5"),
+        ("TRAINYARD_LEASE_TIMEOUT_SECS", "20"),
+        ("TRAINYARD_POLL_INTERVAL_MS", "100"),
+    ];
+    let mut pids = Vec::new();
+    for _ in 0..workers {
+        pids.push(env.spawn_worker(&extra)?);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let xact_before = xact_count(&env).await?;
+    let started = Instant::now();
+    let mut redis = env.redis().await?;
+    trainyard_shared::jobs::top_up(&env.pool, &mut redis, &env.queue_config(), 1000).await?;
+    let mut peak_rss_kb = vec![0u64; pids.len()];
+    let mut polls = 0i64;
+    loop {
+        for (i, pid) in pids.iter().enumerate() {
+            peak_rss_kb[i] = peak_rss_kb[i].max(vm_hwm_kb(*pid).unwrap_or(0));
+        }
+        let status: String =
+            sqlx::query_scalar("select status from ml_training_cycles where id = $1")
+                .bind(cycle)
+                .fetch_one(&env.pool)
+                .await?;
+        polls += 1;
+        if status != "running" {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            bail!("the cycle did not finish within 30 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    // This process' own polling is one transaction per poll.
+    let xacts = xact_count(&env).await? - xact_before - polls;
+    let (total, skipped, live): (i32, i32, i32) = sqlx::query_as(
+        "select total_jobs, skipped_models, live_jobs from ml_training_cycles where id = $1",
+    )
+    .bind(cycle)
+    .fetch_one(&env.pool)
+    .await?;
+    let (runs, p50, p99): (i64, f64, f64) = sqlx::query_as(
+        "select sum(attempts)::int8,
+                percentile_cont(0.5) within group (order by extract(epoch from started_at - pushed_at)),
+                percentile_cont(0.99) within group (order by extract(epoch from started_at - pushed_at))
+         from ml_training_jobs where cycle_id = $1",
+    )
+    .bind(cycle)
+    .fetch_one(&env.pool)
+    .await?;
+    if total as usize != jobs || skipped != total || live != 0 || runs != jobs as i64 {
+        bail!("inexact cycle: total {total}, skipped {skipped}, live {live}, claims {runs} for {jobs} jobs");
+    }
+    let peak_mb = peak_rss_kb.iter().copied().max().unwrap_or(0) as f64 / 1024.0;
+    println!(
+        "lifecycle jobs={jobs} workers={workers} concurrency={concurrency} wall_s={wall:.2} jobs_per_s={:.0} exact=yes claims={runs} queue_wait_p50_ms={:.0} queue_wait_p99_ms={:.0} pg_xacts_per_job={:.2} worker_peak_rss_mb={peak_mb:.1}",
+        jobs as f64 / wall,
+        p50 * 1000.0,
+        p99 * 1000.0,
+        xacts as f64 / jobs as f64,
+    );
+    for w in env.workers().iter_mut() {
+        let _ = w.kill();
+    }
+    Ok(())
+}
+
+/// Idle dispatch: one idle worker, jobs pushed one at a time, each waited
+/// for before the next; push to claim from the job rows.
+async fn bench_dispatch(n: usize) -> anyhow::Result<()> {
+    let mut env = TestEnv::new().await?;
+    env.spawn_worker(&[("RUST_LOG", "warn"), ("TRAINYARD_POLL_INTERVAL_MS", "100")])?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut redis = env.redis().await?;
+    let config = env.queue_config();
+    for i in 0..n {
+        // Let the worker go idle between jobs, at a varying phase of its poll.
+        tokio::time::sleep(Duration::from_millis(150 + (i as u64 * 37) % 100)).await;
+        let cycle = noop_cycle(&env, 1).await?;
+        trainyard_shared::jobs::top_up(&env.pool, &mut redis, &config, 1000).await?;
+        env.wait_for_cycle(cycle, Duration::from_secs(60)).await?;
+    }
+    let (p50, p99, max): (f64, f64, f64) = sqlx::query_as(
+        "select percentile_cont(0.5) within group (order by d), percentile_cont(0.99) within group (order by d), max(d)::float8
+         from (select (extract(epoch from started_at - pushed_at) * 1000)::float8 as d from ml_training_jobs) x",
+    )
+    .fetch_one(&env.pool)
+    .await?;
+    println!("dispatch jobs={n} idle_push_to_claim_ms p50={p50:.1} p99={p99:.1} max={max:.1}");
     Ok(())
 }
 

@@ -370,7 +370,15 @@ async fn grace_over(state: &WorkerState) {
     tokio::time::sleep_until(since + state.settings.grace().saturating_sub(handback)).await;
 }
 
+/// Refills the Redis window after a job, every `window / 20` jobs of this
+/// process (the window is deep enough that a worker never waits for it,
+/// and each refill is one transaction, so refilling after every job would
+/// only add load). The sweeper refills too.
 async fn top_up(state: &WorkerState) {
+    let every = (state.settings.window / 20).max(1) as u64;
+    if state.finished.fetch_add(1, Ordering::Relaxed) % every != 0 {
+        return;
+    }
     let mut conn = state.redis.clone();
     if let Err(e) = jobs::top_up(&state.pool, &mut conn, &state.queue, state.settings.window).await
     {

@@ -5,7 +5,7 @@
 //! delivery that lost its job writes nothing.
 
 use sqlx::PgPool;
-use trainyard_shared::cycles::roll_up;
+use trainyard_shared::cycles::{roll_up, Ended};
 use trainyard_shared::jobs::ClaimedJob;
 use uuid::Uuid;
 
@@ -309,7 +309,7 @@ pub async fn write_success(
         .await?;
     }
 
-    roll_up(&mut tx, job.cycle_id, None).await?;
+    roll_up(&mut tx, job.cycle_id, Ended::Succeeded { promoted }).await?;
     tx.commit().await?;
     Ok(Some(Written {
         model_id,

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -31,6 +31,8 @@ pub struct WorkerState {
     /// When it was asked to stop (the grace period counts from here).
     pub stopping_at: OnceLock<tokio::time::Instant>,
     pub in_flight: AtomicUsize,
+    /// Jobs this process finished (paces the window's refills).
+    pub finished: AtomicU64,
     pub faults: super::faults::Faults,
     pub consumer: ConsumerHealth,
 }
@@ -131,6 +133,7 @@ pub async fn run(
         shutdown: stop_rx.clone(),
         stopping_at: OnceLock::new(),
         in_flight: AtomicUsize::new(0),
+        finished: AtomicU64::new(0),
         faults: super::faults::Faults::from_env(),
         consumer: ConsumerHealth::default(),
     });
