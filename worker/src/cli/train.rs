@@ -332,6 +332,7 @@ fn to_raw_row(id: i64, date: NaiveDate, nums: [f64; 3], spec: &ColumnSpec) -> Ra
             value,
             co2e_kg: f64::NAN,
             grid_factor: f64::NAN,
+            fingerprint: 0,
         },
         ModelType::EmissionsForecast => RawRow {
             id: Some(id),
@@ -339,6 +340,7 @@ fn to_raw_row(id: i64, date: NaiveDate, nums: [f64; 3], spec: &ColumnSpec) -> Ra
             value: f64::NAN,
             co2e_kg: value,
             grid_factor: f64::NAN,
+            fingerprint: 0,
         },
         ModelType::AnomalyDetection => RawRow {
             id: Some(id),
@@ -346,6 +348,7 @@ fn to_raw_row(id: i64, date: NaiveDate, nums: [f64; 3], spec: &ColumnSpec) -> Ra
             value,
             co2e_kg: if spec.features.is_empty() { 1.0 } else { f1 },
             grid_factor: if spec.features.len() < 2 { 1.0 } else { f2 },
+            fingerprint: 0,
         },
     }
 }

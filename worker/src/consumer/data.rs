@@ -32,6 +32,7 @@ pub async fn load_rows(
             value: r.get::<Option<f64>, _>(2).unwrap_or(f64::NAN),
             co2e_kg: r.get::<Option<f64>, _>(3).unwrap_or(f64::NAN),
             grid_factor: r.get::<Option<f64>, _>(4).unwrap_or(f64::NAN),
+            fingerprint: 0,
         })
         .collect())
 }
