@@ -27,6 +27,7 @@ fn raw_rows() -> impl Strategy<Value = Vec<RawRow>> {
         value: v,
         co2e_kg: c,
         grid_factor: g,
+        fingerprint: 0,
     });
     proptest::collection::vec(row, 0..600)
 }
@@ -36,6 +37,7 @@ fn settings() -> impl Strategy<Value = PrepSettings> {
         min_days: holdout + 1 + extra,
         holdout_days: holdout,
         max_gap_days: gap,
+        latest_date: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
     })
 }
 
@@ -58,7 +60,7 @@ proptest! {
                 prop_assert!(p.report.rows_used + p.report.rejected.total() <= rows.len());
                 prop_assert!(p.report.train.end < p.report.holdout.start);
             }
-            Err(DataError::Insufficient { have, need }) => {
+            Err(DataError::Insufficient { have, need, .. }) => {
                 prop_assert!(have < need);
                 prop_assert_eq!(need, s.min_days);
             }
@@ -76,7 +78,7 @@ proptest! {
                 prop_assert!(p.train().iter().all(|r| r.date < p.report.holdout.start));
                 prop_assert!(p.holdout().iter().all(|r| r.date >= p.report.holdout.start));
             }
-            Err(DataError::Insufficient { have, need }) => prop_assert!(have < need),
+            Err(DataError::Insufficient { have, need, .. }) => prop_assert!(have < need),
             Err(DataError::Invalid(reason)) => prop_assert!(!reason.is_empty()),
         }
     }

@@ -7,6 +7,7 @@ mod chaos;
 mod cycle;
 mod data_prep;
 mod faults;
+mod hostile_data;
 mod queue_health;
 mod scheduling;
 mod security;

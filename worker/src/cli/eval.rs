@@ -222,6 +222,7 @@ fn daily_row(kind: ModelType, date: NaiveDate, x: f64) -> RawRow {
         value: if emissions { f64::NAN } else { x },
         co2e_kg: if emissions { x } else { f64::NAN },
         grid_factor: f64::NAN,
+        fingerprint: 0,
     }
 }
 

@@ -4,7 +4,6 @@
 //! metrics and writes the champion, its forecast or anomaly flags, the
 //! metrics and a plot into one output directory.
 
-use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,6 +16,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use trainyard_shared::ModelType;
 
+use crate::training::data::fingerprint_of;
 use crate::training::{
     apply_epoch_overrides, holdout_forecast, metrics, train_model, AnomalyFlag, DataReport,
     EpochReport, ForecastPoint, Metrics, RawRow, SkippedCandidate, TrainOutcome, TrainRequest,
@@ -108,7 +108,7 @@ pub struct TrainArgs {
 /// Why a CSV could not be read into rows.
 #[derive(Debug, thiserror::Error)]
 pub enum CsvError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: String,
         source: std::io::Error,
@@ -135,6 +135,13 @@ pub enum CsvError {
     NoNumbers { column: String, rows: usize },
     #[error("the CSV has a header but no rows")]
     Empty,
+    #[error("the CSV file is empty (no header row)")]
+    EmptyFile,
+    #[error(
+        "column `{column}` appears more than once in the header (columns {positions}); \
+         rename or remove the extra one so it is clear which to read"
+    )]
+    DuplicateColumn { column: String, positions: String },
     #[error("{0}")]
     Usage(String),
 }
@@ -201,15 +208,64 @@ pub struct CsvData {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CsvReport {
     pub rows: usize,
+    /// The field separator found in the header line (`,`, `;` or tab).
+    pub delimiter: char,
+    /// Whether numbers were read with a decimal comma (`1.234,5`), as
+    /// semicolon- and tab-separated exports usually write them.
+    pub decimal_comma: bool,
     /// Cells that were empty or not a number, per column (they become
     /// missing values that the pipeline rejects and counts).
     pub unparseable: Vec<(String, usize)>,
 }
 
 /// Parses a number cell: empty, `NA`, `null` or text become NaN (counted).
-fn parse_number(cell: &str) -> Option<f64> {
+/// With `decimal_comma`, `1.234,5` is 1234.5 (a cell without a comma is
+/// read as usual). Returns the number and whether a decimal comma was used.
+fn parse_number(cell: &str, decimal_comma: bool) -> Option<(f64, bool)> {
     let t = cell.trim();
-    t.parse::<f64>().ok().filter(|x| !x.is_nan())
+    let (text, comma) = if decimal_comma && t.contains(',') {
+        (t.replace('.', "").replace(',', "."), true)
+    } else {
+        (t.to_string(), false)
+    };
+    text.parse::<f64>()
+        .ok()
+        .filter(|x| !x.is_nan())
+        .map(|x| (x, comma))
+}
+
+/// The field separator of a CSV: whichever of `,`, `;` and tab occurs most
+/// often (outside quotes) in its header line; `,` when none does.
+fn sniff_delimiter(header_line: &[u8]) -> u8 {
+    let mut counts = [0usize; 3];
+    let mut quoted = false;
+    for &b in header_line {
+        match b {
+            b'"' => quoted = !quoted,
+            b',' if !quoted => counts[0] += 1,
+            b';' if !quoted => counts[1] += 1,
+            b'\t' if !quoted => counts[2] += 1,
+            _ => {}
+        }
+    }
+    let candidates = [b',', b';', b'\t'];
+    let best = (0..3).max_by_key(|&i| (counts[i], std::cmp::Reverse(i)));
+    match best {
+        Some(i) if counts[i] > 0 => candidates[i],
+        _ => b',',
+    }
+}
+
+/// How a CSV error reads after "malformed CSV at line N: ", without the
+/// record and line numbers the parser's own message repeats.
+fn describe_csv_error(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("{len} fields where the header has {expected_len}"),
+        csv::ErrorKind::Io(io) => io.to_string(),
+        _ => e.to_string(),
+    }
 }
 
 /// Parses an ISO date, ignoring a time part (`2024-01-31 13:00:00`,
@@ -232,26 +288,66 @@ fn parse_label(cell: &str) -> Option<bool> {
 }
 
 /// Reads the rows `spec` asks for from CSV text.
-pub fn read_rows(input: impl Read, spec: &ColumnSpec) -> Result<CsvData, CsvError> {
-    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
+///
+/// The separator is sniffed from the header line (`,`, `;` or tab); with `;`
+/// or tab, numbers may use a decimal comma. Cells are read as UTF-8 where
+/// they are valid and lossily where not (a Latin-1 export reads the same),
+/// and a leading byte-order mark is ignored.
+pub fn read_rows(mut input: impl Read, spec: &ColumnSpec) -> Result<CsvData, CsvError> {
+    let mut bytes = Vec::new();
+    input
+        .read_to_end(&mut bytes)
+        .map_err(|e| CsvError::Malformed {
+            line: 0,
+            message: e.to_string(),
+        })?;
+    let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Err(CsvError::EmptyFile);
+    }
+    let header_line = text
+        .split(|b| *b == b'\n')
+        .find(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .unwrap_or_default();
+    let delimiter = sniff_delimiter(header_line);
+    let decimal_comma_allowed = delimiter != b',';
+
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .delimiter(delimiter)
+        .from_reader(text);
     let malformed = |e: csv::Error| CsvError::Malformed {
         line: e.position().map(|p| p.line()).unwrap_or(0),
-        message: e.to_string(),
+        message: describe_csv_error(&e),
     };
-    let header = reader.headers().map_err(malformed)?.clone();
-    let index: HashMap<&str, usize> = header
+    let header: Vec<String> = reader
+        .byte_headers()
+        .map_err(malformed)?
         .iter()
-        .enumerate()
-        .map(|(i, h)| (h.trim(), i))
+        .map(|h| String::from_utf8_lossy(h).trim().to_string())
         .collect();
     let col = |name: &str| {
-        index
-            .get(name.trim())
-            .copied()
-            .ok_or_else(|| CsvError::MissingColumn {
+        let name = name.trim();
+        let at: Vec<usize> = (0..header.len()).filter(|&i| header[i] == name).collect();
+        match at.as_slice() {
+            [i] => Ok(*i),
+            [] => Err(CsvError::MissingColumn {
                 column: name.to_string(),
-                available: header.iter().collect::<Vec<_>>().join(", "),
-            })
+                available: header.join(", "),
+            }),
+            [.., last] => Err(CsvError::DuplicateColumn {
+                column: name.to_string(),
+                positions: format!(
+                    "{} and {}",
+                    at[..at.len() - 1]
+                        .iter()
+                        .map(|i| (i + 1).to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    last + 1
+                ),
+            }),
+        }
     };
     let date_i = col(&spec.date)?;
     let value_i = col(&spec.value)?;
@@ -267,33 +363,39 @@ pub fn read_rows(input: impl Read, spec: &ColumnSpec) -> Result<CsvData, CsvErro
         .chain(spec.features.iter().cloned().zip(feature_i.iter().copied()))
         .collect();
     let mut bad = vec![0usize; numeric.len()];
+    let mut decimal_comma = false;
     let mut rows = Vec::new();
     let mut labels = label_i.map(|_| Vec::new());
-    for (n, record) in reader.records().enumerate() {
+    for (n, record) in reader.byte_records().enumerate() {
         let record = record.map_err(malformed)?;
         let line = record.position().map(|p| p.line()).unwrap_or(n as u64 + 2);
-        let cell = |i: usize| record.get(i).unwrap_or("");
-        let date = parse_date(cell(date_i)).ok_or_else(|| CsvError::BadDate {
+        let cell = |i: usize| String::from_utf8_lossy(record.get(i).unwrap_or_default());
+        let date = parse_date(&cell(date_i)).ok_or_else(|| CsvError::BadDate {
             column: spec.date.clone(),
             line,
             value: cell(date_i).to_string(),
         })?;
         let mut nums = [f64::NAN; 3];
         for (k, (_, i)) in numeric.iter().enumerate() {
-            match parse_number(cell(*i)) {
-                Some(x) => nums[k] = x,
+            match parse_number(&cell(*i), decimal_comma_allowed) {
+                Some((x, comma)) => {
+                    nums[k] = x;
+                    decimal_comma |= comma;
+                }
                 None => bad[k] += 1,
             }
         }
         if let (Some(i), Some(labels)) = (label_i, labels.as_mut()) {
-            let l = parse_label(cell(i)).ok_or_else(|| CsvError::BadLabel {
+            let l = parse_label(&cell(i)).ok_or_else(|| CsvError::BadLabel {
                 column: spec.label.clone().unwrap_or_default(),
                 line,
                 value: cell(i).to_string(),
             })?;
             labels.push(l);
         }
-        rows.push(to_raw_row(n as i64 + 1, date, nums, spec));
+        // Identical lines are one record imported twice (see RawRow::fingerprint).
+        let fingerprint = fingerprint_of(record.iter().map(Some));
+        rows.push(to_raw_row(n as i64 + 1, date, nums, fingerprint, spec));
     }
     if rows.is_empty() {
         return Err(CsvError::Empty);
@@ -309,6 +411,8 @@ pub fn read_rows(input: impl Read, spec: &ColumnSpec) -> Result<CsvData, CsvErro
     Ok(CsvData {
         report: CsvReport {
             rows: rows.len(),
+            delimiter: char::from(delimiter),
+            decimal_comma,
             unparseable: numeric
                 .iter()
                 .zip(&bad)
@@ -323,7 +427,13 @@ pub fn read_rows(input: impl Read, spec: &ColumnSpec) -> Result<CsvData, CsvErro
 
 /// `nums` is (value, feature 1, feature 2) as read; a feature that was not
 /// asked for is the constant 1, which standardizes to 0 and so plays no part.
-fn to_raw_row(id: i64, date: NaiveDate, nums: [f64; 3], spec: &ColumnSpec) -> RawRow {
+fn to_raw_row(
+    id: i64,
+    date: NaiveDate,
+    nums: [f64; 3],
+    fingerprint: u64,
+    spec: &ColumnSpec,
+) -> RawRow {
     let [value, f1, f2] = nums;
     match spec.model {
         ModelType::EnergyForecast => RawRow {
@@ -332,6 +442,7 @@ fn to_raw_row(id: i64, date: NaiveDate, nums: [f64; 3], spec: &ColumnSpec) -> Ra
             value,
             co2e_kg: f64::NAN,
             grid_factor: f64::NAN,
+            fingerprint,
         },
         ModelType::EmissionsForecast => RawRow {
             id: Some(id),
@@ -339,6 +450,7 @@ fn to_raw_row(id: i64, date: NaiveDate, nums: [f64; 3], spec: &ColumnSpec) -> Ra
             value: f64::NAN,
             co2e_kg: value,
             grid_factor: f64::NAN,
+            fingerprint,
         },
         ModelType::AnomalyDetection => RawRow {
             id: Some(id),
@@ -346,6 +458,7 @@ fn to_raw_row(id: i64, date: NaiveDate, nums: [f64; 3], spec: &ColumnSpec) -> Ra
             value,
             co2e_kg: if spec.features.is_empty() { 1.0 } else { f1 },
             grid_factor: if spec.features.len() < 2 { 1.0 } else { f2 },
+            fingerprint,
         },
     }
 }
@@ -767,7 +880,7 @@ pub fn render_table(s: &TrainSummary) -> String {
     let d = &s.data;
     let _ = writeln!(
         out,
-        "\ndata: {} rows read, {} used; {} days {}…{} ({} gap days filled, {} older days dropped, {} rejected: {} missing/non-numeric, {} negative, {} infinite)",
+        "\ndata: {} rows read, {} used; {} days {}…{} ({} gap days filled, {} older days dropped, {} identical rows counted once, {} rejected: {} missing/non-numeric, {} negative, {} infinite, {} absurd, {} future-dated)",
         d.rows_in,
         d.rows_used,
         d.days,
@@ -775,11 +888,30 @@ pub fn render_table(s: &TrainSummary) -> String {
         d.holdout.end,
         d.gaps_filled,
         d.dropped_days,
+        d.duplicate_rows,
         d.rejected.total(),
         d.rejected.nan,
         d.rejected.negative,
         d.rejected.infinite,
+        d.rejected.absurd,
+        d.rejected.future,
     );
+    if s.csv_report.delimiter != ',' || s.csv_report.decimal_comma {
+        let _ = writeln!(
+            out,
+            "      read as {}-separated{}",
+            match s.csv_report.delimiter {
+                '\t' => "tab",
+                ';' => "semicolon",
+                _ => "comma",
+            },
+            if s.csv_report.decimal_comma {
+                ", with decimal commas"
+            } else {
+                ""
+            }
+        );
+    }
     for (column, n) in &s.csv_report.unparseable {
         let _ = writeln!(
             out,
@@ -941,6 +1073,113 @@ mod tests {
         let msg = err.to_string();
         assert!(matches!(err, CsvError::MissingColumn { .. }), "{msg}");
         assert!(msg.contains("`day`") && msg.contains("date, kwh"), "{msg}");
+    }
+
+    #[test]
+    fn a_column_named_twice_is_refused_naming_it() {
+        let err = read_rows(
+            "day,kwh,kwh\n2024-01-01,1,2\n".as_bytes(),
+            &spec(ModelType::EnergyForecast),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, CsvError::DuplicateColumn { ref column, .. } if column == "kwh"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("`kwh`") && msg.contains("columns 2 and 3"),
+            "{msg}"
+        );
+        // A repeated column that is not read is harmless.
+        let data = read_rows(
+            "day,kwh,note,note\n2024-01-01,1,a,b\n".as_bytes(),
+            &spec(ModelType::EnergyForecast),
+        )
+        .unwrap();
+        assert_eq!(data.rows[0].value, 1.0);
+    }
+
+    #[test]
+    fn a_semicolon_csv_with_decimal_commas_is_read() {
+        let data = read_rows(
+            "day;kwh\n2024-01-01;1,5\n2024-01-02;1.234,25\n2024-01-03;7\n".as_bytes(),
+            &spec(ModelType::EnergyForecast),
+        )
+        .unwrap();
+        let values: Vec<f64> = data.rows.iter().map(|r| r.value).collect();
+        assert_eq!(values, vec![1.5, 1234.25, 7.0]);
+        assert_eq!(data.report.delimiter, ';');
+        assert!(data.report.decimal_comma);
+        // A comma CSV keeps reading `1.5` as it always did.
+        let data = read_rows(
+            "day,kwh\n2024-01-01,1.5\n".as_bytes(),
+            &spec(ModelType::EnergyForecast),
+        )
+        .unwrap();
+        assert_eq!(data.rows[0].value, 1.5);
+        assert_eq!(data.report.delimiter, ',');
+        assert!(!data.report.decimal_comma);
+    }
+
+    #[test]
+    fn an_empty_file_is_called_empty() {
+        for input in ["", "\n", "  \r\n"] {
+            let err = read_rows(input.as_bytes(), &spec(ModelType::EnergyForecast)).unwrap_err();
+            assert!(matches!(err, CsvError::EmptyFile), "{input:?}: {err}");
+            assert_eq!(err.to_string(), "the CSV file is empty (no header row)");
+        }
+    }
+
+    #[test]
+    fn each_cause_appears_once_in_an_error_chain() {
+        let missing = temp_dir("missing").join("nope.csv");
+        let args = TrainArgs {
+            csv: missing.clone(),
+            date_col: "day".into(),
+            value_col: "kwh".into(),
+            model: ModelType::EnergyForecast,
+            feature_cols: Vec::new(),
+            label_col: None,
+            holdout_days: 30,
+            epochs: Some(1),
+            out: None,
+            json: true,
+            seed: 1,
+        };
+        let err = run_train(&args, &mut |_| {}).unwrap_err();
+        let chain = format!("{err:#}");
+        assert!(chain.starts_with("cannot read "), "{chain}");
+        let cause = std::io::Error::from(std::io::ErrorKind::NotFound).to_string();
+        let os_cause = "No such file or directory";
+        assert!(
+            chain.matches(os_cause).count() == 1 || chain.matches(&cause).count() == 1,
+            "{chain}"
+        );
+        // A malformed line is named once, not once by us and once by the parser.
+        let err = read_rows(
+            "day,kwh\n2024-01-01,1\n2024-01-02,2,3\n".as_bytes(),
+            &spec(ModelType::EnergyForecast),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(msg.matches("line").count(), 1, "{msg}");
+        assert!(
+            msg.contains("line 3") && msg.contains("3 fields") && msg.contains('2'),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn identical_lines_are_one_record_and_differing_lines_are_not() {
+        let data = read_rows(
+            "day,kwh,meter\n2024-01-01,1,a\n2024-01-01,1,a\n2024-01-01,1,b\n".as_bytes(),
+            &spec(ModelType::EnergyForecast),
+        )
+        .unwrap();
+        let f: Vec<u64> = data.rows.iter().map(|r| r.fingerprint).collect();
+        assert_eq!(f[0], f[1]);
+        assert_ne!(f[0], f[2]);
     }
 
     #[test]

@@ -162,16 +162,30 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
         .await;
         return Some(());
     }
-    let rows = match with_db_retry(
+    // Only the database is retried; rows that cannot be decoded fail the job.
+    let loaded = match with_db_retry(
         state,
         "loading the organization's data",
         Retry::UntilStopped,
-        || data::load_rows(&state.pool, job.org_id, job.model_type),
+        || async {
+            match data::load_rows(&state.pool, job.org_id, job.model_type).await {
+                Err(data::LoadError::Database(e)) => Err(e),
+                other => Ok(other),
+            }
+        },
     )
     .await
     {
         Some(r) => r,
         None => return stop(state, job).await,
+    };
+    let rows = match loaded {
+        Ok(rows) => rows,
+        Err(unreadable) => {
+            tracing::warn!(job.status = "failed", reason = %unreadable, "the organization's data cannot be read");
+            finish(state, job, "failed", &unreadable.to_string()).await;
+            return Some(());
+        }
     };
     let active = match with_db_retry(
         state,

@@ -4,23 +4,29 @@
 //! whose holdout is never seen in training.
 //!
 //! Rules, in order:
-//! 1. A row whose target is NaN (a NULL from the database arrives as NaN),
-//!    ±inf, negative or absurdly large (above [`MAX_PLAUSIBLE`]) is rejected
-//!    and counted by reason.
-//! 2. Rows of the same date are summed (several meters or categories per day);
+//! 1. A row identical to an earlier one (same date, [`RawRow::fingerprint`]
+//!    and numbers) is the same record imported twice: it counts once, and the
+//!    copies are reported.
+//! 2. A row dated after `latest_date` (the day after today, UTC, in
+//!    production) is rejected as future-dated. A row whose target is NaN (a
+//!    NULL from the database arrives as NaN), ±inf, negative or absurdly large
+//!    (above [`MAX_PLAUSIBLE`]) is rejected. Rejections are counted by reason.
+//! 3. Rows of the same date are summed (several meters or categories per day);
 //!    the number of dates that had more than one row is reported.
-//! 3. Missing days are filled by linear interpolation when the gap is at most
+//! 4. Missing days are filled by linear interpolation when the gap is at most
 //!    `max_gap_days` long. A longer gap means the older data describes another
 //!    regime of reporting: everything before it is dropped (and counted), so
 //!    the series is always the most recent contiguous stretch.
-//! 4. Fewer than `min_days` days is [`DataError::Insufficient`].
-//! 5. An all-zero or constant series (or training window) is
+//! 5. Fewer than `min_days` days with data (interpolated days do not count)
+//!    is [`DataError::Insufficient`], which says how many rows were dropped
+//!    and why.
+//! 6. An all-zero or constant series (or training window) is
 //!    [`DataError::Invalid`]: there is nothing to learn and normalization
 //!    would divide by zero.
-//! 6. The last `holdout_days` days are the holdout; everything before is
+//! 7. The last `holdout_days` days are the holdout; everything before is
 //!    training. Normalization parameters come from training data only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{Duration, NaiveDate};
 use serde::{Deserialize, Serialize};
@@ -34,6 +40,21 @@ pub struct RawRow {
     pub value: f64,
     pub co2e_kg: f64,
     pub grid_factor: f64,
+    /// What tells two rows of one day apart besides their numbers: a
+    /// fingerprint of (category, unit) for database rows, of the whole line
+    /// for CSV rows ([`fingerprint_of`]). Rows equal in date, fingerprint
+    /// and every number are one record imported twice.
+    pub fingerprint: u64,
+}
+
+/// The [`RawRow::fingerprint`] of the given identifying fields.
+pub fn fingerprint_of<'a>(fields: impl IntoIterator<Item = Option<&'a [u8]>>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in fields {
+        f.hash(&mut h);
+    }
+    h.finish()
 }
 
 /// Which column of [`RawRow`] a forecast learns.
@@ -58,10 +79,60 @@ impl Target {
 /// data gives the same answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DataError {
-    #[error("insufficient data: {have} usable days, at least {need} required")]
-    Insufficient { have: usize, need: usize },
+    #[error("insufficient data: {have} usable days, at least {need} required{dropped}")]
+    Insufficient {
+        have: usize,
+        need: usize,
+        dropped: Dropped,
+    },
     #[error("invalid data: {0}")]
     Invalid(String),
+}
+
+/// Rows left out of the prepared data, by reason: an `insufficient data`
+/// reason lists them, so a short history is explained.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    pub rejected: RejectedCounts,
+    /// Identical copies of another row (counted once).
+    pub duplicates: usize,
+    /// Rows of an older stretch cut off by a gap longer than `max_gap_days`.
+    pub before_gap: usize,
+    pub max_gap_days: usize,
+}
+
+impl Dropped {
+    pub fn total(&self) -> usize {
+        self.rejected.total() + self.duplicates + self.before_gap
+    }
+}
+
+/// Nothing when no row was dropped, else ` (N rows dropped: …)`.
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.total() == 0 {
+            return Ok(());
+        }
+        let r = &self.rejected;
+        let gap = format!(
+            "in an older stretch before a gap of more than {} days",
+            self.max_gap_days
+        );
+        let parts: Vec<String> = [
+            (r.future, "future-dated"),
+            (r.nan, "missing or NaN"),
+            (r.infinite, "infinite"),
+            (r.negative, "negative"),
+            (r.absurd, "absurdly large"),
+            (self.duplicates, "exact duplicates"),
+            (self.before_gap, gap.as_str()),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, why)| format!("{n} {why}"))
+        .collect();
+        write!(f, " ({} rows dropped: {})", self.total(), parts.join(", "))
+    }
 }
 
 /// Rows rejected before aggregation, by reason.
@@ -73,6 +144,9 @@ pub struct RejectedCounts {
     /// Values above [`MAX_PLAUSIBLE`]: unit mistakes or corrupt imports.
     #[serde(default)]
     pub absurd: usize,
+    /// Rows dated after [`PrepSettings::latest_date`].
+    #[serde(default)]
+    pub future: usize,
 }
 
 /// The largest value a daily row may carry (1e12: more than the world's
@@ -82,7 +156,17 @@ pub const MAX_PLAUSIBLE: f64 = 1e12;
 
 impl RejectedCounts {
     pub fn total(&self) -> usize {
-        self.nan + self.infinite + self.negative + self.absurd
+        self.nan + self.infinite + self.negative + self.absurd + self.future
+    }
+
+    /// Counts a row dated after `latest` and says whether its date is usable.
+    fn check_date(&mut self, date: NaiveDate, latest: NaiveDate) -> bool {
+        if date > latest {
+            self.future += 1;
+            false
+        } else {
+            true
+        }
     }
 
     /// Counts `x` under its reason and says whether it is usable.
@@ -128,6 +212,10 @@ pub struct DataReport {
     pub rejected: RejectedCounts,
     /// Dates that had more than one row (their rows were summed).
     pub duplicate_dates: usize,
+    /// Rows identical to another row (same date, fingerprint and numbers): a
+    /// double import, counted once.
+    #[serde(default)]
+    pub duplicate_rows: usize,
     /// Days in the prepared data (forecasts: length of the daily series;
     /// anomaly detection: distinct dates).
     pub days: usize,
@@ -148,6 +236,8 @@ pub struct PrepSettings {
     pub min_days: usize,
     pub holdout_days: usize,
     pub max_gap_days: usize,
+    /// Rows dated after this day are rejected as future-dated.
+    pub latest_date: NaiveDate,
 }
 
 /// A gap-free daily series starting at `start`.
@@ -194,11 +284,12 @@ pub fn prepare_series(
     settings: &PrepSettings,
 ) -> Result<PreparedSeries, DataError> {
     check_settings(settings)?;
+    let (distinct, duplicate_rows) = distinct_rows(rows);
     let mut rejected = RejectedCounts::default();
     let mut by_date: BTreeMap<NaiveDate, (f64, usize)> = BTreeMap::new();
-    for row in rows {
+    for row in distinct {
         let x = target.of(row);
-        if rejected.check(x) {
+        if rejected.check_date(row.date, settings.latest_date) && rejected.check(x) {
             let e = by_date.entry(row.date).or_insert((0.0, 0));
             e.0 += x;
             e.1 += 1;
@@ -219,6 +310,18 @@ pub fn prepare_series(
     }
     let dropped_days = first_kept;
     let kept = &dates[first_kept..];
+    if kept.len() < settings.min_days {
+        return Err(DataError::Insufficient {
+            have: kept.len(),
+            need: settings.min_days,
+            dropped: Dropped {
+                rejected,
+                duplicates: duplicate_rows,
+                before_gap: dates[..first_kept].iter().map(|(_, _, n)| n).sum(),
+                max_gap_days: settings.max_gap_days,
+            },
+        });
+    }
     let rows_used = kept.iter().map(|(_, _, n)| n).sum();
 
     let mut values = Vec::new();
@@ -241,12 +344,6 @@ pub fn prepare_series(
         values.push(v);
     }
 
-    if values.len() < settings.min_days {
-        return Err(DataError::Insufficient {
-            have: values.len(),
-            need: settings.min_days,
-        });
-    }
     let start = kept[0].0;
     let series = DailySeries { start, values };
     check_variation(&series.values, "series")?;
@@ -259,6 +356,7 @@ pub fn prepare_series(
         rows_used,
         rejected,
         duplicate_dates,
+        duplicate_rows,
         days: n,
         gaps_filled: gaps.iter().map(DateRange::days).sum(),
         gaps,
@@ -313,18 +411,14 @@ impl PreparedRows {
 /// last `holdout_days` calendar days.
 pub fn prepare_rows(rows: &[RawRow], settings: &PrepSettings) -> Result<PreparedRows, DataError> {
     check_settings(settings)?;
+    let (distinct, duplicate_rows) = distinct_rows(rows);
     let mut rejected = RejectedCounts::default();
     let mut kept: Vec<FeatureRow> = Vec::new();
-    for row in rows {
+    for row in distinct {
         let features = [row.co2e_kg, row.value, row.grid_factor];
-        // One reason per row: the first failing feature decides it.
-        let mut ok = true;
-        for x in features {
-            if !rejected.check(x) {
-                ok = false;
-                break;
-            }
-        }
+        // One reason per row: the date, then the first failing feature.
+        let ok = rejected.check_date(row.date, settings.latest_date)
+            && features.into_iter().all(|x| rejected.check(x));
         if ok {
             kept.push(FeatureRow {
                 id: row.id,
@@ -339,23 +433,29 @@ pub fn prepare_rows(rows: &[RawRow], settings: &PrepSettings) -> Result<Prepared
         *per_date.entry(r.date).or_default() += 1;
     }
     let duplicate_dates = per_date.values().filter(|n| **n > 1).count();
+    // Days with data, not the calendar span: 20 rows spread over 200 days
+    // are 20 days.
+    let insufficient = || DataError::Insufficient {
+        have: per_date.len(),
+        need: settings.min_days,
+        dropped: Dropped {
+            rejected,
+            duplicates: duplicate_rows,
+            before_gap: 0,
+            max_gap_days: settings.max_gap_days,
+        },
+    };
+    if per_date.len() < settings.min_days {
+        return Err(insufficient());
+    }
     let (Some(first), Some(last)) = (kept.first(), kept.last()) else {
-        return Err(DataError::Insufficient {
-            have: 0,
-            need: settings.min_days,
-        });
+        return Err(insufficient());
     };
     let span = DateRange {
         start: first.date,
         end: last.date,
     };
-    let days = span.days();
-    if days < settings.min_days {
-        return Err(DataError::Insufficient {
-            have: days,
-            need: settings.min_days,
-        });
-    }
+    let days = per_date.len();
     for f in 0..3 {
         let column: Vec<f64> = kept.iter().map(|r| r.features[f]).collect();
         if column.iter().all(|x| *x == 0.0) {
@@ -377,6 +477,7 @@ pub fn prepare_rows(rows: &[RawRow], settings: &PrepSettings) -> Result<Prepared
         rows_used: kept.len(),
         rejected,
         duplicate_dates,
+        duplicate_rows,
         days,
         gaps_filled: 0,
         gaps: Vec::new(),
@@ -395,6 +496,24 @@ pub fn prepare_rows(rows: &[RawRow], settings: &PrepSettings) -> Result<Prepared
         holdout_start,
         report,
     })
+}
+
+/// The rows that are not an identical copy of an earlier row, and how many
+/// copies there were.
+fn distinct_rows(rows: &[RawRow]) -> (Vec<&RawRow>, usize) {
+    let mut seen = HashSet::with_capacity(rows.len());
+    let distinct: Vec<&RawRow> = rows
+        .iter()
+        .filter(|r| {
+            seen.insert((
+                r.date,
+                r.fingerprint,
+                [r.value, r.co2e_kg, r.grid_factor].map(f64::to_bits),
+            ))
+        })
+        .collect();
+    let copies = rows.len() - distinct.len();
+    (distinct, copies)
 }
 
 /// Names of the anomaly features, in [`FeatureRow::features`] order.
@@ -473,7 +592,11 @@ mod tests {
         min_days: 180,
         holdout_days: 30,
         max_gap_days: 7,
+        latest_date: TODAY,
     };
+
+    /// Tests run as if today were 2026-06-30 (rows start 2025-01-01).
+    const TODAY: NaiveDate = NaiveDate::from_ymd_opt(2026, 6, 30).unwrap();
 
     fn day(i: i64) -> NaiveDate {
         NaiveDate::from_ymd_opt(2025, 1, 1).unwrap() + Duration::days(i)
@@ -486,6 +609,7 @@ mod tests {
             value,
             co2e_kg: value * 0.3,
             grid_factor: 0.3 + (i % 7) as f64 * 0.01,
+            fingerprint: 7,
         }
     }
 
@@ -561,8 +685,16 @@ mod tests {
             err,
             DataError::Insufficient {
                 have: 179,
-                need: 180
+                need: 180,
+                dropped: Dropped {
+                    max_gap_days: 7,
+                    ..Dropped::default()
+                },
             }
+        );
+        assert_eq!(
+            err.to_string(),
+            "insufficient data: 179 usable days, at least 180 required"
         );
         assert!(prepare_series(&rows(180), Target::Value, &SETTINGS).is_ok());
     }
@@ -603,6 +735,118 @@ mod tests {
         assert_eq!(p.report.duplicate_dates, 1);
         assert_eq!(p.holdout().len(), 31);
         assert!(p.holdout().iter().all(|x| x.date >= day(170)));
+    }
+
+    #[test]
+    fn a_future_dated_row_is_rejected_and_counted_not_cutting_the_history() {
+        let mut r = rows(200);
+        r.push(RawRow {
+            id: Some(1000),
+            date: NaiveDate::from_ymd_opt(2100, 1, 1).unwrap(),
+            ..row(0, 120.0)
+        });
+        let p = prepare_series(&r, Target::Value, &SETTINGS).unwrap();
+        assert_eq!(p.series.values.len(), 200);
+        assert_eq!(p.report.rejected.future, 1);
+        assert_eq!(p.report.rejected.total(), 1);
+        assert_eq!(p.report.dropped_days, 0);
+        let p = prepare_rows(&r, &SETTINGS).unwrap();
+        assert_eq!(p.rows.len(), 200);
+        assert_eq!(p.report.rejected.future, 1);
+        assert_eq!(p.report.holdout.end, day(199));
+    }
+
+    #[test]
+    fn the_latest_date_itself_is_accepted() {
+        let r = rows(200);
+        let on_the_day = PrepSettings {
+            latest_date: day(199),
+            ..SETTINGS
+        };
+        let p = prepare_series(&r, Target::Value, &on_the_day).unwrap();
+        assert_eq!(p.report.rejected.future, 0);
+        let the_day_before = PrepSettings {
+            latest_date: day(198),
+            ..SETTINGS
+        };
+        let p = prepare_series(&r, Target::Value, &the_day_before).unwrap();
+        assert_eq!(p.report.rejected.future, 1);
+        assert_eq!(p.series.end(), day(198));
+    }
+
+    #[test]
+    fn an_insufficient_reason_says_how_many_rows_were_dropped_and_why() {
+        let mut r: Vec<RawRow> = (0..20).map(|i| row(i, 50.0 + i as f64)).collect();
+        r.extend((40..190).map(|i| row(i, 100.0 + (i % 7) as f64)));
+        r.push(RawRow {
+            date: NaiveDate::from_ymd_opt(2100, 1, 1).unwrap(),
+            ..row(500, 1.0)
+        });
+        let err = prepare_series(&r, Target::Value, &SETTINGS).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "insufficient data: 150 usable days, at least 180 required (21 rows dropped: \
+             1 future-dated, 20 in an older stretch before a gap of more than 7 days)"
+        );
+    }
+
+    #[test]
+    fn usable_days_count_days_with_data_not_the_calendar_span() {
+        // 20 rows spread over 191 days.
+        let sparse: Vec<RawRow> = (0..20).map(|i| row(i * 10, 100.0 + i as f64)).collect();
+        let err = prepare_rows(&sparse, &SETTINGS).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataError::Insufficient {
+                    have: 20,
+                    need: 180,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Every other day for 299 days: 150 days of data, the rest interpolated.
+        let alternate: Vec<RawRow> = (0..150)
+            .map(|i| row(i * 2, 100.0 + (i % 7) as f64))
+            .collect();
+        let err = prepare_series(&alternate, Target::Value, &SETTINGS).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataError::Insufficient {
+                    have: 150,
+                    need: 180,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn identical_rows_are_counted_once_and_other_meters_are_summed() {
+        let mut r = rows(200);
+        // A double import of day 10 (a new id, everything else equal).
+        r.push(RawRow {
+            id: Some(1000),
+            ..r[10]
+        });
+        // Another meter on day 20 that happens to read the same numbers.
+        r.push(RawRow {
+            id: Some(1001),
+            fingerprint: 8,
+            ..r[20]
+        });
+        let p = prepare_series(&r, Target::Value, &SETTINGS).unwrap();
+        assert_eq!(p.series.values[10], 103.0);
+        assert_eq!(p.series.values[20], 2.0 * 106.0);
+        assert_eq!(p.report.duplicate_rows, 1);
+        assert_eq!(p.report.duplicate_dates, 1);
+        assert_eq!(p.report.rows_used, 201);
+        let p = prepare_rows(&r, &SETTINGS).unwrap();
+        assert_eq!(p.rows.len(), 201);
+        assert_eq!(p.report.duplicate_rows, 1);
     }
 
     #[test]

@@ -60,8 +60,12 @@ const SEASON: usize = 7;
 /// Why a training request or a rescore failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("insufficient data: {have} usable days, at least {need} required")]
-    InsufficientData { have: usize, need: usize },
+    #[error("insufficient data: {have} usable days, at least {need} required{dropped}")]
+    InsufficientData {
+        have: usize,
+        need: usize,
+        dropped: data::Dropped,
+    },
     #[error("invalid data: {0}")]
     InvalidData(String),
     #[error("invalid training settings: {0}")]
@@ -96,7 +100,15 @@ impl TrainError {
 impl From<DataError> for TrainError {
     fn from(e: DataError) -> Self {
         match e {
-            DataError::Insufficient { have, need } => TrainError::InsufficientData { have, need },
+            DataError::Insufficient {
+                have,
+                need,
+                dropped,
+            } => TrainError::InsufficientData {
+                have,
+                need,
+                dropped,
+            },
             DataError::Invalid(m) => TrainError::InvalidData(m),
         }
     }
@@ -135,6 +147,11 @@ pub struct TrainSettings {
     pub anomaly_quantile: f64,
     /// Algorithms not to train (e.g. `["lstm"]` for a quick run).
     pub exclude: Vec<String>,
+    /// Rows dated after this day are rejected as future-dated. `None`: the
+    /// day after today (UTC) when the data is prepared, so a long-running
+    /// worker never freezes its clock.
+    #[serde(default)]
+    pub latest_date: Option<NaiveDate>,
 }
 
 impl Default for TrainSettings {
@@ -151,6 +168,7 @@ impl Default for TrainSettings {
             autoencoder: AutoencoderConfig::default(),
             anomaly_quantile: 0.99,
             exclude: Vec::new(),
+            latest_date: None,
         }
     }
 }
@@ -161,6 +179,9 @@ impl TrainSettings {
             min_days: self.min_days,
             holdout_days: self.holdout_days,
             max_gap_days: self.max_gap_days,
+            latest_date: self
+                .latest_date
+                .unwrap_or_else(|| chrono::Utc::now().date_naive() + Duration::days(1)),
         }
     }
 
@@ -654,6 +675,7 @@ fn train_anomaly(
         return Err(TrainError::InsufficientData {
             have: fit.len(),
             need: 8,
+            dropped: data::Dropped::default(),
         });
     }
     let scalers: [Scaler; 3] =
