@@ -317,6 +317,46 @@ pub async fn enqueue(
     Ok(cycle_id.0)
 }
 
+/// One cycle of `jobs` jobs for `jobs / 3` organizations without data (× 3
+/// model types), created the way `enqueue` creates a cycle (rows in one
+/// transaction, counters from one count) but not yet pushed. Each job is a
+/// no-op for the real worker: the organization has no rows, so training is
+/// refused at once and the job recorded `skipped`.
+pub async fn noop_cycle(env: &TestEnv, jobs: usize) -> anyhow::Result<uuid::Uuid> {
+    let cycle = uuid::Uuid::new_v4();
+    let orgs = jobs.div_ceil(3);
+    let mut tx = env.pool.begin().await?;
+    sqlx::query(
+        "insert into ml_training_cycles (id, cycle_key, kind, cycle_date, deadline_at, requested_by)
+         values ($1, $2, 'adhoc', now(), now() + interval '1 day', 'cycle-bench')",
+    )
+    .bind(cycle)
+    .bind(format!("bench-{cycle}"))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "with o as (insert into organizations (id, name)
+                    select gen_random_uuid(), 'noop-' || g from generate_series(1, $2) g
+                    returning id),
+              t as (select o.id as org, m.kind, row_number() over () as n
+                    from o cross join unnest(array['emissions_forecast', 'energy_forecast',
+                                                   'anomaly_detection']) as m(kind))
+         insert into ml_training_jobs (id, cycle_id, organization_id, model_type, max_attempts)
+         select gen_random_uuid(), $1, t.org, t.kind, 3 from t where t.n <= $3",
+    )
+    .bind(cycle)
+    .bind(orgs as i64)
+    .bind(jobs as i64)
+    .execute(&mut *tx)
+    .await?;
+    trainyard_shared::cycles::recount(&mut tx, trainyard_shared::CycleId(cycle), None).await?;
+    tx.commit().await?;
+    if jobs > 1 {
+        sqlx::query("analyze").execute(&env.pool).await?;
+    }
+    Ok(cycle)
+}
+
 /// Waits until some job of `cycle` is running and returns (job id, worker name).
 pub async fn wait_for_running_job(
     env: &TestEnv,

@@ -401,14 +401,18 @@ pub async fn recount(
     })
 }
 
-/// The sweeper's audit: recounts running cycles whose counters say no job
-/// is live (a finalization that did not happen) and, when `all`, up to three
+/// The sweeper's audit: recounts running cycles whose counters disagree
+/// with the job rows on whether any job is live (a finalization that did not
+/// happen, or one that would never happen) and, when `all`, up to three
 /// running cycles. Returns how many were repaired.
 pub async fn audit_running(pool: &PgPool, all: bool) -> Result<usize, sqlx::Error> {
     let ids: Vec<Uuid> = sqlx::query_scalar(
-        "select id from ml_training_cycles
-         where status = 'running' and (live_jobs <= 0 or $1)
-         order by live_jobs, random() limit 3",
+        "select c.id from ml_training_cycles c
+         where c.status = 'running'
+           and ($1 or (c.live_jobs > 0) <> exists (
+                   select 1 from ml_training_jobs j
+                   where j.cycle_id = c.id and j.status in ('queued', 'running')))
+         order by random() limit 3",
     )
     .bind(all)
     .fetch_all(pool)

@@ -4,7 +4,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use apalis::prelude::{PollSnapshot, PollStrategy, TaskBuilder, TaskId};
@@ -108,6 +110,9 @@ pub async fn push_jobs(
         apalis_redis::queries::push_tasks(conn, config, &tasks)
             .await
             .map_err(QueueError::Push)?;
+    }
+    if !jobs.is_empty() {
+        announce(conn, config).await;
     }
     Ok(())
 }
@@ -410,24 +415,119 @@ pub async fn key_count(
     }
 }
 
-/// A poll timer that re-arms itself every time it fires. apalis' interval
-/// strategy replaces its timer without polling it, so no waker is registered
-/// and an idle worker can sleep until its next heartbeat; this one polls the
-/// fresh timer at once.
+/// The channel a push announces itself on, so idle workers fetch at once
+/// instead of at their next poll.
+pub fn wake_channel(config: &RedisQueueConfig) -> String {
+    format!("{}:wake", config.queue.as_ref())
+}
+
+async fn announce(conn: &mut ConnectionManager, config: &RedisQueueConfig) {
+    // Best effort: a lost wake-up costs one poll interval.
+    let _ = redis::cmd("PUBLISH")
+        .arg(wake_channel(config))
+        .arg(1)
+        .query_async::<i64>(conn)
+        .await;
+}
+
+/// Wake-ups for a worker's poll strategy: a listener bumps the count when a
+/// push is announced, and wakes whichever consumer generation is waiting.
+#[derive(Debug, Default)]
+pub struct Wakeups {
+    seq: AtomicU64,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Wakeups {
+    pub fn wake(&self) {
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn register(&self, cx: &Context<'_>) -> u64 {
+        *self.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        self.seq.load(Ordering::SeqCst)
+    }
+}
+
+/// Listens for pushes on the queue's wake channel (its own connection; it
+/// reconnects after errors) until the task is aborted.
+pub fn listen_for_pushes(
+    url: String,
+    config: &RedisQueueConfig,
+    wakeups: Arc<Wakeups>,
+) -> tokio::task::JoinHandle<()> {
+    use futures::StreamExt as _;
+    let channel = wake_channel(config);
+    tokio::spawn(async move {
+        loop {
+            let subscribed = async {
+                let client = redis::Client::open(url.as_str())?;
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            }
+            .await;
+            match subscribed {
+                Ok(pubsub) => {
+                    // Pushes made while we were not listening.
+                    wakeups.wake();
+                    let mut messages = pubsub.into_on_message();
+                    while messages.next().await.is_some() {
+                        wakeups.wake();
+                    }
+                    tracing::debug!("push notifications ended; listening again in 1 s");
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "listening for push notifications failed; retrying in 1 s")
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+/// The worker's poll strategy: fetch when a push is announced, and in any
+/// case every `every` (a lost notification costs at most that). The timer
+/// re-arms itself every time it fires: apalis' interval strategy replaces
+/// its timer without polling it, so no waker is registered and an idle
+/// worker can sleep until its next heartbeat.
 #[derive(Debug)]
 pub struct RearmingInterval {
     every: Duration,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    wakeups: Option<Arc<Wakeups>>,
+    seen: u64,
 }
 
 impl RearmingInterval {
     pub fn new(every: Duration) -> Self {
-        Self { every, sleep: None }
+        Self {
+            every,
+            sleep: None,
+            wakeups: None,
+            seen: 0,
+        }
+    }
+
+    /// Also fetch as soon as `wakeups` says a push was announced.
+    pub fn woken_by(mut self, wakeups: Arc<Wakeups>) -> Self {
+        self.wakeups = Some(wakeups);
+        self
     }
 }
 
 impl PollStrategy for RearmingInterval {
     fn poll_drive(&mut self, cx: &mut Context<'_>, _snapshot: &PollSnapshot) -> Poll<Option<()>> {
+        let mut woken = false;
+        if let Some(w) = &self.wakeups {
+            let seq = w.register(cx);
+            woken = seq != self.seen;
+            self.seen = seq;
+        }
         let every = self.every;
         let sleep = self
             .sleep
@@ -440,6 +540,7 @@ impl PollStrategy for RearmingInterval {
                 self.sleep = Some(next);
                 Poll::Ready(Some(()))
             }
+            Poll::Pending if woken => Poll::Ready(Some(())),
             Poll::Pending => Poll::Pending,
         }
     }

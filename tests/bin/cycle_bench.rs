@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use trainyard_tests::{binary, enqueue, TestEnv};
+use trainyard_tests::{binary, enqueue, noop_cycle, TestEnv};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -152,44 +152,6 @@ async fn bench_cycle(orgs: usize, workers: usize) -> anyhow::Result<()> {
         orgs * 3
     );
     Ok(())
-}
-
-/// One cycle of `jobs` jobs for `jobs / 3` organizations without data (× 3
-/// model types), created the way `enqueue` creates a cycle (rows in one
-/// transaction, counters from one count) but not yet pushed.
-async fn noop_cycle(env: &TestEnv, jobs: usize) -> anyhow::Result<uuid::Uuid> {
-    let cycle = uuid::Uuid::new_v4();
-    let orgs = jobs.div_ceil(3);
-    let mut tx = env.pool.begin().await?;
-    sqlx::query(
-        "insert into ml_training_cycles (id, cycle_key, kind, cycle_date, deadline_at, requested_by)
-         values ($1, $2, 'adhoc', now(), now() + interval '1 day', 'cycle-bench')",
-    )
-    .bind(cycle)
-    .bind(format!("bench-{cycle}"))
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "with o as (insert into organizations (id, name)
-                    select gen_random_uuid(), 'noop-' || g from generate_series(1, $2) g
-                    returning id),
-              t as (select o.id as org, m.kind, row_number() over () as n
-                    from o cross join unnest(array['emissions_forecast', 'energy_forecast',
-                                                   'anomaly_detection']) as m(kind))
-         insert into ml_training_jobs (id, cycle_id, organization_id, model_type, max_attempts)
-         select gen_random_uuid(), $1, t.org, t.kind, 3 from t where t.n <= $3",
-    )
-    .bind(cycle)
-    .bind(orgs as i64)
-    .bind(jobs as i64)
-    .execute(&mut *tx)
-    .await?;
-    trainyard_shared::cycles::recount(&mut tx, trainyard_shared::CycleId(cycle), None).await?;
-    tx.commit().await?;
-    if jobs > 1 {
-        sqlx::query("analyze").execute(&env.pool).await?;
-    }
-    Ok(cycle)
 }
 
 async fn xact_count(env: &TestEnv) -> anyhow::Result<i64> {

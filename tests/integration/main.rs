@@ -8,6 +8,7 @@ mod cycle;
 mod data_prep;
 mod faults;
 mod hostile_data;
+mod lifecycle;
 mod queue_health;
 mod scheduling;
 mod security;

@@ -208,6 +208,10 @@ pub async fn run(
         });
     }
 
+    // Idle consumers fetch as soon as a push is announced.
+    let wakeups = Arc::new(queue::Wakeups::default());
+    let listener = queue::listen_for_pushes(conn.redis_url.clone(), &queue_config, wakeups.clone());
+
     // The queue worker; if it dies (e.g. Redis went away), start a new one
     // under a fresh name until shutdown. A dead generation is deregistered
     // first: what it had fetched goes back to the queue.
@@ -221,11 +225,10 @@ pub async fn run(
         };
         let storage: RedisStorage<Delivery> =
             RedisStorage::new(redis.clone()).with_config(queue_config.clone());
-        let backend = storage
-            .with_codec(DeliveryCodec)
-            .poll_with_strategy(RearmingInterval::new(Duration::from_millis(
-                settings.poll_interval_ms.max(1),
-            )));
+        let backend = storage.with_codec(DeliveryCodec).poll_with_strategy(
+            RearmingInterval::new(Duration::from_millis(settings.poll_interval_ms.max(1)))
+                .woken_by(wakeups.clone()),
+        );
         let worker = WorkerBuilder::new(worker_name.clone())
             .backend(backend)
             .concurrency(settings.concurrency.max(1))
@@ -270,6 +273,7 @@ pub async fn run(
     }
     deregister(&state, &worker_name).await;
     sweeper.abort();
+    listener.abort();
     tracing::info!(worker.name = %name, "worker stopped");
     Ok(())
 }

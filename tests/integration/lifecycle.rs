@@ -1,0 +1,105 @@
+//! The lifecycle at scale: a cycle's bookkeeping costs the same per job
+//! whatever the cycle's size, stays exact, and proves its counters.
+
+use std::time::Duration;
+
+use trainyard_tests::{log_path, noop_cycle, TestEnv};
+use uuid::Uuid;
+
+async fn counters(env: &TestEnv, cycle: Uuid) -> anyhow::Result<(String, i32, i32, i32, i32)> {
+    Ok(sqlx::query_as(
+        "select status, total_jobs, live_jobs, successful_models, skipped_models
+         from ml_training_cycles where id = $1",
+    )
+    .bind(cycle)
+    .fetch_one(&env.pool)
+    .await?)
+}
+
+async fn push(env: &TestEnv) -> anyhow::Result<()> {
+    let mut redis = env.redis().await?;
+    trainyard_shared::jobs::top_up(&env.pool, &mut redis, &env.queue_config(), 1000).await?;
+    Ok(())
+}
+
+/// 20,000 no-op jobs through two workers × 4: exact counts, every job
+/// claimed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cycle_of_20000_jobs_is_exact_and_runs_each_job_once() -> anyhow::Result<()> {
+    let mut env = TestEnv::new().await?;
+    let cycle = noop_cycle(&env, 20_000).await?;
+    for _ in 0..2 {
+        env.spawn_worker(&[("TRAINYARD_CONCURRENCY", "4"), ("RUST_LOG", "warn")])?;
+    }
+    let started = std::time::Instant::now();
+    push(&env).await?;
+    assert_eq!(
+        env.wait_for_cycle(cycle, Duration::from_secs(300)).await?,
+        "completed"
+    );
+    eprintln!("20,000 no-op jobs in {:?}", started.elapsed());
+    assert_eq!(
+        counters(&env, cycle).await?,
+        ("completed".to_string(), 20_000, 0, 0, 20_000)
+    );
+    let (claims, most): (i64, i32) = sqlx::query_as(
+        "select sum(attempts)::int8, max(attempts) from ml_training_jobs where cycle_id = $1",
+    )
+    .bind(cycle)
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!((claims, most), (20_000, 1), "each job claimed once");
+    let not_skipped: i64 = sqlx::query_scalar(
+        "select count(*) from ml_training_jobs where cycle_id = $1 and status <> 'skipped'",
+    )
+    .bind(cycle)
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(not_skipped, 0);
+    Ok(())
+}
+
+/// Counters corrupted on purpose: a wrong success count is repaired by the
+/// recount at finalization, a live count that would never reach zero by
+/// the sweeper's audit; both are reported (log line, `counters_repaired`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupted_counters_are_repaired_and_reported() -> anyhow::Result<()> {
+    let mut env = TestEnv::new().await?;
+    let wrong_count = noop_cycle(&env, 6).await?;
+    let never_zero = noop_cycle(&env, 6).await?;
+    sqlx::query("update ml_training_cycles set successful_models = 5 where id = $1")
+        .bind(wrong_count)
+        .execute(&env.pool)
+        .await?;
+    sqlx::query("update ml_training_cycles set live_jobs = live_jobs + 4 where id = $1")
+        .bind(never_zero)
+        .execute(&env.pool)
+        .await?;
+    env.spawn_worker(&[("TRAINYARD_SWEEP_SECS", "1")])?;
+    push(&env).await?;
+    for cycle in [wrong_count, never_zero] {
+        assert_eq!(
+            env.wait_for_cycle(cycle, Duration::from_secs(60)).await?,
+            "completed"
+        );
+        assert_eq!(
+            counters(&env, cycle).await?,
+            ("completed".to_string(), 6, 0, 0, 6)
+        );
+    }
+    let before: serde_json::Value =
+        sqlx::query_scalar("select counters_repaired from ml_training_cycles where id = $1")
+            .bind(wrong_count)
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(before["succeeded"], 5, "{before}");
+    let before: serde_json::Value =
+        sqlx::query_scalar("select counters_repaired from ml_training_cycles where id = $1")
+            .bind(never_zero)
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(before["live"], 4, "{before}");
+    let log = std::fs::read_to_string(log_path(&format!("{}-worker-0", env.db_name)))?;
+    assert_eq!(log.matches("cycle counters disagreed").count(), 2, "{log}");
+    Ok(())
+}
