@@ -543,15 +543,17 @@ impl Sweeper {
             .reachable_since
             .get_or_insert_with(std::time::Instant::now);
         let release = since.elapsed() >= self.settings.lease_timeout;
+        // The first pass and every 60th do the slower housekeeping.
+        let slow_pass = self.passes.is_multiple_of(60);
         self.passes += 1;
-        if self.passes % 60 == 1 {
+        if slow_pass {
             match queue::forget_departed_workers(conn, config).await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(count = n, "deleted the metadata of departed workers"),
                 Err(e) => tracing::warn!(error = %e, "deleting departed workers' metadata failed"),
             }
         }
-        let audit_all = self.passes % 60 == 1;
+        let audit_all = slow_pass;
         let swept = match sweep(pool, conn, config, &self.settings, release).await {
             Ok(mut r) => crate::cycles::audit_running(pool, audit_all)
                 .await
