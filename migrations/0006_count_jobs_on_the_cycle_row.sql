@@ -18,3 +18,11 @@ alter table ml_training_cycles add column counters_repaired jsonb;
 -- Redis window is measured against. Small however large the backlog.
 create index ml_training_jobs_in_redis on ml_training_jobs (id)
     where status = 'running' or (status = 'queued' and pushed_at is not null);
+
+-- The window's refill takes the oldest unpushed jobs in (created_at, id)
+-- order: an index in exactly that order lets it stop after `room` entries
+-- however the statistics look (with created_at alone the planner sorted a
+-- scan of the whole table when a fresh cycle made every row unpushed).
+drop index ml_training_jobs_unpushed;
+create index ml_training_jobs_unpushed on ml_training_jobs (created_at, id)
+    where status = 'queued' and pushed_at is null;

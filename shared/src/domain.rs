@@ -62,6 +62,117 @@ impl FromStr for ModelType {
     }
 }
 
+/// A value read from the database that is none of an enum's names: a
+/// clear error (with the column's kind and the value), never a panic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} `{value}` (expected one of: {expected})")]
+pub struct UnknownValue {
+    pub kind: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+/// A closed set of names stored as text: `as_str`, `Display`, `FromStr`
+/// (with [`UnknownValue`]), and sqlx encoding/decoding as PostgreSQL text.
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident, $kind:literal { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownValue;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(UnknownValue {
+                        kind: $kind,
+                        value: other.to_string(),
+                        expected: concat!($($text, " "),+),
+                    }),
+                }
+            }
+        }
+
+        impl sqlx::Type<sqlx::Postgres> for $name {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+            }
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Postgres> for $name {
+            fn decode(
+                value: sqlx::postgres::PgValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+                Ok(text.parse()?)
+            }
+        }
+
+        impl sqlx::Encode<'_, sqlx::Postgres> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&self.as_str(), buf)
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// Where a training job is in its lifecycle (`ml_training_jobs.status`).
+    JobStatus, "job status" {
+        Queued = "queued",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Skipped = "skipped",
+    }
+);
+
+impl JobStatus {
+    /// Succeeded, failed or skipped: nothing will change it again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Skipped
+        )
+    }
+}
+
+text_enum!(
+    /// Where a training cycle is (`ml_training_cycles.status`).
+    CycleStatus, "cycle status" {
+        Running = "running",
+        Completed = "completed",
+        CompletedWithFailures = "completed_with_failures",
+        TimedOut = "timed_out",
+    }
+);
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -111,6 +222,32 @@ uuid_id!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for s in JobStatus::ALL {
+            assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), *s);
+        }
+        for s in CycleStatus::ALL {
+            assert_eq!(s.as_str().parse::<CycleStatus>().unwrap(), *s);
+        }
+        assert_eq!(
+            serde_json::to_string(&CycleStatus::CompletedWithFailures).unwrap(),
+            "\"completed_with_failures\""
+        );
+        let terminal: Vec<_> = JobStatus::ALL.iter().filter(|s| s.is_terminal()).collect();
+        assert_eq!(terminal.len(), 3);
+    }
+
+    #[test]
+    fn an_unknown_status_is_a_clear_error_not_a_panic() {
+        let e = "done".parse::<JobStatus>().unwrap_err();
+        assert_eq!(e.kind, "job status");
+        let shown = e.to_string();
+        assert!(shown.contains("unknown job status `done`"), "{shown}");
+        assert!(shown.contains("succeeded"), "{shown}");
+        assert!("Running".parse::<CycleStatus>().is_err(), "names are exact");
+    }
 
     #[test]
     fn model_types_round_trip_through_their_names() {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::{PgPool, Row};
 
 use crate::cycles::{roll_up, Ended};
-use crate::domain::{CycleId, JobId, ModelType, OrgId};
+use crate::domain::{CycleId, JobId, JobStatus, ModelType, OrgId};
 use crate::queue::{self, QueueError, TrainJob};
 
 /// Errors of job bookkeeping.
@@ -45,7 +45,7 @@ pub struct ClaimedJob {
 pub enum Claim {
     Claimed(ClaimedJob),
     /// Already succeeded, failed or skipped: acknowledge and do nothing.
-    AlreadyTerminal(String),
+    AlreadyTerminal(JobStatus),
     /// Another live worker holds it (a duplicate delivery): acknowledge.
     HeldElsewhere(String),
     /// It had used up its attempts; this call marked it failed.
@@ -108,13 +108,13 @@ pub async fn claim(
     else {
         return Ok(Claim::Unknown);
     };
-    let status: String = r.get(0);
+    let status: JobStatus = r.try_get(0)?;
     let attempts: i32 = r.get(1);
     let worker_name: Option<String> = r.get(3);
     let fresh: Option<bool> = r.get(4);
-    match status.as_str() {
-        "succeeded" | "failed" | "skipped" => Ok(Claim::AlreadyTerminal(status)),
-        "running" if fresh == Some(true) => {
+    match status {
+        s if s.is_terminal() => Ok(Claim::AlreadyTerminal(s)),
+        JobStatus::Running if fresh == Some(true) => {
             Ok(Claim::HeldElsewhere(worker_name.unwrap_or_default()))
         }
         _ => {
@@ -170,10 +170,10 @@ pub async fn heartbeat(pool: &PgPool, job: &ClaimedJob) -> Result<bool, sqlx::Er
 pub async fn finish_without_model(
     pool: &PgPool,
     job: &ClaimedJob,
-    status: &str,
+    status: JobStatus,
     reason: &str,
 ) -> Result<bool, sqlx::Error> {
-    debug_assert!(status == "failed" || status == "skipped");
+    debug_assert!(matches!(status, JobStatus::Failed | JobStatus::Skipped));
     let mut tx = pool.begin().await?;
     let n = sqlx::query(
         "update ml_training_jobs set status = $3, reason = $4, finished_at = now(), heartbeat_at = null
@@ -187,7 +187,7 @@ pub async fn finish_without_model(
     .await?
     .rows_affected();
     if n == 1 {
-        let ended = if status == "skipped" {
+        let ended = if status == JobStatus::Skipped {
             Ended::Skipped
         } else {
             Ended::Failed

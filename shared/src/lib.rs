@@ -10,4 +10,4 @@ pub mod jobs;
 pub mod queue;
 pub mod telemetry;
 
-pub use domain::{CycleId, JobId, ModelId, ModelType, OrgId};
+pub use domain::{CycleId, CycleStatus, JobId, JobStatus, ModelId, ModelType, OrgId};

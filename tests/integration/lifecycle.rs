@@ -103,3 +103,23 @@ async fn corrupted_counters_are_repaired_and_reported() -> anyhow::Result<()> {
     assert_eq!(log.matches("cycle counters disagreed").count(), 2, "{log}");
     Ok(())
 }
+
+/// A status the code does not know, read from the database, is a decoding
+/// error that names the value, not a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_status_in_the_database_is_a_clear_error() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let known: trainyard_shared::JobStatus = sqlx::query_scalar("select 'skipped'::text")
+        .fetch_one(&env.pool)
+        .await?;
+    assert_eq!(known, trainyard_shared::JobStatus::Skipped);
+    let err = sqlx::query_scalar::<_, trainyard_shared::CycleStatus>("select 'paused'::text")
+        .fetch_one(&env.pool)
+        .await
+        .expect_err("an unknown value must not decode");
+    assert!(
+        err.to_string().contains("unknown cycle status `paused`"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -14,6 +14,7 @@ use apalis::prelude::{BoxDynError, Data, TaskId, WorkerContext};
 use tracing::Instrument as _;
 use trainyard_shared::jobs::{self, Claim, ClaimedJob};
 use trainyard_shared::queue::{self, Delivery, TrainJob};
+use trainyard_shared::JobStatus;
 
 use super::data;
 use super::results::{self, Incumbent, Predictions};
@@ -156,7 +157,7 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
         finish(
             state,
             job,
-            "failed",
+            JobStatus::Failed,
             "the organization no longer exists (deleted during the cycle)",
         )
         .await;
@@ -183,7 +184,7 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
         Ok(rows) => rows,
         Err(unreadable) => {
             tracing::warn!(job.status = "failed", reason = %unreadable, "the organization's data cannot be read");
-            finish(state, job, "failed", &unreadable.to_string()).await;
+            finish(state, job, JobStatus::Failed, &unreadable.to_string()).await;
             return Some(());
         }
     };
@@ -288,15 +289,21 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
     match trained {
         Trained::Panicked(msg) => {
             tracing::error!(panic = %msg, "training panicked");
-            finish(state, job, "failed", &format!("training panicked: {msg}")).await;
+            finish(
+                state,
+                job,
+                JobStatus::Failed,
+                &format!("training panicked: {msg}"),
+            )
+            .await;
         }
         Trained::Rejected(e) => {
             let status = if matches!(e, TrainError::InsufficientData { .. }) {
-                "skipped"
+                JobStatus::Skipped
             } else {
-                "failed"
+                JobStatus::Failed
             };
-            tracing::warn!(job.status = status, reason = %e, "training did not produce a model");
+            tracing::warn!(job.status = %status, reason = %e, "training did not produce a model");
             finish(state, job, status, &e.to_string()).await;
         }
         Trained::Done(outcome, epochs, incumbent, seconds) => {
@@ -326,7 +333,7 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
 
 /// Ends the attempt without a model. If the process stops before
 /// PostgreSQL answers, the job is left running for the lease sweeper.
-async fn finish(state: &WorkerState, job: &ClaimedJob, status: &str, reason: &str) {
+async fn finish(state: &WorkerState, job: &ClaimedJob, status: JobStatus, reason: &str) {
     let owned = with_db_retry(
         state,
         "recording the job's end",
@@ -390,7 +397,11 @@ async fn grace_over(state: &WorkerState) {
 /// only add load). The sweeper refills too.
 async fn top_up(state: &WorkerState) {
     let every = (state.settings.window / 20).max(1) as u64;
-    if !state.finished.fetch_add(1, Ordering::Relaxed).is_multiple_of(every) {
+    if !state
+        .finished
+        .fetch_add(1, Ordering::Relaxed)
+        .is_multiple_of(every)
+    {
         return;
     }
     let mut conn = state.redis.clone();
