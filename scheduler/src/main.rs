@@ -7,8 +7,12 @@ async fn main() {
     match trainyard_scheduler::cli::execute(cli).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            // Reported once, here; the message may quote tenant text.
+            let message = format!("{e:#}");
+            eprintln!(
+                "error: {}",
+                trainyard_shared::text::escape_for_terminal(&message)
+            );
             std::process::exit(1);
         }
     }
