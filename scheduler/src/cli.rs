@@ -197,7 +197,7 @@ async fn enqueue(
         .await
         .with_context(|| {
             format!(
-                "nothing was enqueued: Redis at {} is unreachable",
+                "nothing was enqueued (REDIS_URL {})",
                 redact_url(&c.redis_url)
             )
         })?;

@@ -53,7 +53,12 @@ pub async fn run(
     trainyard_shared::db::migrate(&pool).await?;
     let mut redis = queue::connect(&c.redis_url, c.redis_timeout())
         .await
-        .with_context(|| format!("at {}", trainyard_shared::config::redact_url(&c.redis_url)))?;
+        .with_context(|| {
+            format!(
+                "REDIS_URL {}",
+                trainyard_shared::config::redact_url(&c.redis_url)
+            )
+        })?;
     let qcfg = queue::queue_config(&c.queue);
     let me = format!("scheduler-{}", std::process::id());
 

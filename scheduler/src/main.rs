@@ -7,12 +7,8 @@ async fn main() {
     match trainyard_scheduler::cli::execute(cli).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            // Reported once, here; the message may quote tenant text.
-            let message = format!("{e:#}");
-            eprintln!(
-                "error: {}",
-                trainyard_shared::text::escape_for_terminal(&message)
-            );
+            // Reported once, here, each cause once; it may quote tenant text.
+            eprintln!("error: {}", trainyard_shared::text::error_chain(e.as_ref()));
             std::process::exit(1);
         }
     }

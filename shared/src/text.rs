@@ -31,6 +31,26 @@ pub fn escape_for_terminal(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// An error and its causes on one line, `outer: cause: root cause`, escaped
+/// for the terminal. A cause whose text the previous message already ends
+/// with is left out: sqlx and redis errors repeat their I/O source in their
+/// own message, which `{:#}` would print twice.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut previous = line.clone();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !previous.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        previous = text;
+        cause = e.source();
+    }
+    escape_for_terminal(&line).into_owned()
+}
+
 fn needs_escape(c: char) -> bool {
     c == '\\' || c.is_control() || is_bidi_control(c)
 }
@@ -44,6 +64,41 @@ fn is_bidi_control(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{message}")]
+    struct Layer {
+        message: String,
+        #[source]
+        source: Option<Box<Layer>>,
+    }
+
+    fn layer(message: &str, source: Option<Layer>) -> Layer {
+        Layer {
+            message: message.into(),
+            source: source.map(Box::new),
+        }
+    }
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let io = layer("Connection refused (os error 111)", None);
+        let sqlx = layer(
+            "error communicating with database: Connection refused (os error 111)",
+            Some(io),
+        );
+        let ours = layer(
+            "could not connect to PostgreSQL at postgres://db/x",
+            Some(sqlx),
+        );
+        assert_eq!(
+            error_chain(&ours),
+            "could not connect to PostgreSQL at postgres://db/x: \
+             error communicating with database: Connection refused (os error 111)"
+        );
+        let bad = layer("bad row", Some(layer("value 'x\u{1b}[2J'", None)));
+        assert!(!error_chain(&bad).contains('\u{1b}'));
+    }
 
     #[test]
     fn control_and_bidi_characters_are_escaped_and_plain_text_is_kept() {
