@@ -402,7 +402,11 @@ async fn grace_over(state: &WorkerState) {
 /// only add load). The sweeper refills too.
 async fn top_up(state: &WorkerState) {
     let every = (state.settings.window / 20).max(1) as u64;
-    if !state.finished.fetch_add(1, Ordering::Relaxed).is_multiple_of(every) {
+    if !state
+        .finished
+        .fetch_add(1, Ordering::Relaxed)
+        .is_multiple_of(every)
+    {
         return;
     }
     let mut conn = state.redis.clone();
