@@ -18,6 +18,9 @@ use crate::settings::{CycleSettings, SchedulerSettings};
 
 /// Creates the monthly cycle of `tick` unless a replica already did. Returns
 /// the outcome; only a `Created` caller's jobs get pushed (by the top-up).
+/// A pair whose ad-hoc job is still live when the tick comes is recorded in
+/// the monthly cycle as `skipped`, naming that job (counted in `skipped`
+/// and `already_live`): the live job trains it.
 pub async fn create_monthly(
     pool: &PgPool,
     cycle: &CycleSettings,
@@ -45,15 +48,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let c = &settings.connection;
-    let pool = trainyard_shared::db::connect(&c.database_url, c.db_max_connections)
-        .await
-        .context("connecting to PostgreSQL")?;
-    trainyard_shared::db::migrate(&pool)
-        .await
-        .context("running migrations")?;
+    // Each error names what failed and why; no context repeats it.
+    let pool = trainyard_shared::db::connect(&c.database_url, c.db_max_connections).await?;
+    trainyard_shared::db::migrate(&pool).await?;
     let mut redis = queue::connect(&c.redis_url, c.redis_timeout())
         .await
-        .context("connecting to Redis")?;
+        .with_context(|| {
+            format!(
+                "REDIS_URL {}",
+                trainyard_shared::config::redact_url(&c.redis_url)
+            )
+        })?;
     let qcfg = queue::queue_config(&c.queue);
     let me = format!("scheduler-{}", std::process::id());
 
@@ -66,6 +71,9 @@ pub async fn run(
             }
             Ok(CreateOutcome::AlreadyExists { .. }) => {
                 tracing::info!(tick = %tick, "the latest monthly cycle already exists")
+            }
+            Ok(CreateOutcome::AlreadyLive { .. }) => {
+                tracing::error!(tick = %tick, "monthly cycle answered with live jobs only")
             }
             Err(e) => tracing::error!(error = %e, "catching up the monthly cycle failed"),
         }
@@ -85,10 +93,15 @@ pub async fn run(
                         total,
                         queued,
                         skipped,
+                        already_live,
                     }) => tracing::info!(
-                        cycle.id = %cycle_id, total, queued, skipped, "monthly cycle created"),
+                        cycle.id = %cycle_id, total, queued, skipped, already_live,
+                        "monthly cycle created"),
                     Ok(CreateOutcome::AlreadyExists { cycle_id }) => tracing::info!(
                         cycle.id = %cycle_id, "monthly cycle already created by another replica"),
+                    Ok(CreateOutcome::AlreadyLive { .. }) => {
+                        tracing::error!("monthly cycle answered with live jobs only")
+                    }
                     Err(e) => tracing::error!(error = %e, "creating the monthly cycle failed"),
                 }
                 next_tick = schedule.next_after(t);

@@ -7,8 +7,8 @@ async fn main() {
     match trainyard_scheduler::cli::execute(cli).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            // Reported once, here, each cause once; it may quote tenant text.
+            eprintln!("error: {}", trainyard_shared::text::error_chain(e.as_ref()));
             std::process::exit(1);
         }
     }

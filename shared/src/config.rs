@@ -30,13 +30,50 @@ pub struct ConnectionSettings {
     #[arg(long, env = "TRAINYARD_QUEUE", default_value = crate::queue::DEFAULT_QUEUE)]
     pub queue: String,
 
-    /// Seconds to wait for one Redis reply before the connection is considered broken.
-    #[arg(long, env = "TRAINYARD_REDIS_TIMEOUT_SECS", default_value_t = 10)]
+    /// Seconds to wait for one Redis reply before the connection is considered broken (1–3600).
+    #[arg(long, env = "TRAINYARD_REDIS_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = bounded::<u64>("TRAINYARD_REDIS_TIMEOUT_SECS", 1, 3600))]
     pub redis_timeout_secs: u64,
 
-    /// Maximum PostgreSQL connections of this process.
-    #[arg(long, env = "TRAINYARD_DB_MAX_CONNECTIONS", default_value_t = 5)]
+    /// Maximum PostgreSQL connections of this process (1–1000).
+    #[arg(long, env = "TRAINYARD_DB_MAX_CONNECTIONS", default_value_t = 5,
+          value_parser = bounded::<u32>("TRAINYARD_DB_MAX_CONNECTIONS", 1, 1000))]
     pub db_max_connections: u32,
+}
+
+/// Jobs kept in Redis at most, for both binaries. The upper bound keeps
+/// apalis' Lua scripts, which unpack whole lists, well below Lua's limit of
+/// about 8,000 values.
+pub const MAX_QUEUE_WINDOW: i64 = 5000;
+
+/// The fewest days of data a model type may be configured to need: the
+/// pipeline holds out 30 days, validates on 30 and fits on at least 60.
+pub const MIN_DAYS_FLOOR: i64 = 120;
+
+/// The most days of data a model type may be configured to need (100 years).
+pub const MIN_DAYS_CEILING: i64 = 36_500;
+
+/// A clap value parser that accepts a number within `min..=max` and
+/// otherwise says which setting is wrong and what it allows. NaN and
+/// infinities are outside every range.
+pub fn bounded<T>(
+    setting: &'static str,
+    min: T,
+    max: T,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy + Send + Sync + 'static,
+{
+    move |raw: &str| {
+        let out_of_range = || format!("{setting} must be a number from {min} to {max}");
+        let value: T = raw.trim().parse().map_err(|_| out_of_range())?;
+        // Written so that NaN (unordered) fails too.
+        if value >= min && value <= max {
+            Ok(value)
+        } else {
+            Err(out_of_range())
+        }
+    }
 }
 
 impl ConnectionSettings {
@@ -61,6 +98,22 @@ pub fn redact_url(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bounded_setting_names_itself_and_its_range_when_out_of_range() {
+        let hours = bounded::<f64>("TRAINYARD_CYCLE_DEADLINE_HOURS", 0.01, 8760.0);
+        assert_eq!(hours("24"), Ok(24.0));
+        for bad in ["inf", "-inf", "NaN", "1e300", "-1", "0", "soon", ""] {
+            let e = hours(bad).unwrap_err();
+            assert!(
+                e.contains("TRAINYARD_CYCLE_DEADLINE_HOURS") && e.contains("0.01 to 8760"),
+                "{bad}: {e}"
+            );
+        }
+        let attempts = bounded::<i32>("TRAINYARD_MAX_ATTEMPTS", 1, 100);
+        assert_eq!(attempts(" 3 "), Ok(3));
+        assert!(attempts("0").is_err() && attempts("101").is_err() && attempts("2.5").is_err());
+    }
 
     #[test]
     fn redact_url_hides_the_password_and_keeps_the_rest() {

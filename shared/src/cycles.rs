@@ -61,10 +61,27 @@ pub enum CreateOutcome {
         cycle_id: CycleId,
         total: i64,
         queued: i64,
+        /// Including `already_live`.
         skipped: i64,
+        /// Pairs recorded as skipped because another cycle's job for the
+        /// same organization and model type was still live.
+        already_live: i64,
     },
     /// Another call (e.g. another scheduler replica) created it first.
     AlreadyExists { cycle_id: CycleId },
+    /// An ad-hoc request created nothing: every pair it would train already
+    /// has a live job (queued or running), listed here.
+    AlreadyLive { jobs: Vec<LiveJob> },
+}
+
+/// A queued or running job; there is at most one per (organization, model type).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LiveJob {
+    pub job_id: JobId,
+    pub cycle_id: CycleId,
+    pub org_id: OrgId,
+    pub model_type: ModelType,
+    pub status: String,
 }
 
 /// The monthly cycle key of a tick, e.g. `2026-12`.
@@ -74,7 +91,11 @@ pub fn monthly_key(tick: DateTime<Utc>) -> String {
 
 /// Creates the cycle and all its job rows in one transaction. Only the caller
 /// whose insert wins creates jobs, so any number of schedulers may call this
-/// for the same tick. Jobs are not pushed here: see [`crate::jobs::top_up`].
+/// for the same tick. A pair (organization, model type) that already has a
+/// live job in another cycle is recorded as `skipped` with that job's id;
+/// an ad-hoc request with nothing else to train creates nothing and returns
+/// [`CreateOutcome::AlreadyLive`]. Jobs are not pushed here: see
+/// [`crate::jobs::top_up`].
 #[tracing::instrument(skip_all, fields(cycle.key = %new.key))]
 pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome, CycleError> {
     let mut tx = pool.begin().await?;
@@ -206,13 +227,22 @@ pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome
             }
         }
     }
-    sqlx::query(
+    // At most one live job per (organization, model type): a partial unique
+    // index refuses a second one. Concurrent creators insert pairs in the
+    // same order (organization id, then model type); the later one waits for
+    // the earlier one's commit at the first pair they share, then finds
+    // those pairs taken.
+    let inserted: Vec<(Uuid, String)> = sqlx::query_as(
         "insert into ml_training_jobs
              (id, cycle_id, organization_id, model_type, status, reason, max_attempts, finished_at)
          select u.id, $1, u.org, u.kind, u.status, u.reason, $7,
                 case when u.status = 'skipped' then now() end
          from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[])
-              as u(id, org, kind, status, reason)",
+              with ordinality as u(id, org, kind, status, reason, n)
+         order by u.n
+         on conflict (organization_id, model_type) where status in ('queued', 'running')
+         do nothing
+         returning organization_id, model_type",
     )
     .bind(cycle_id)
     .bind(&ids)
@@ -221,21 +251,109 @@ pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome
     .bind(&statuses)
     .bind(&reasons)
     .bind(new.max_attempts)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
+    let inserted: std::collections::HashSet<(Uuid, String)> = inserted.into_iter().collect();
+    let mut busy_orgs = Vec::new();
+    let mut busy_kinds = Vec::new();
+    for i in 0..ids.len() {
+        if statuses[i] == "queued" && !inserted.contains(&(orgs[i], kinds[i].clone())) {
+            busy_orgs.push(orgs[i]);
+            busy_kinds.push(kinds[i].clone());
+        }
+    }
+    let already_live = busy_orgs.len() as i64;
+    if already_live > 0 {
+        let live = live_jobs_of_pairs(&mut tx, &busy_orgs, &busy_kinds).await?;
+        // An ad-hoc request whose every trainable pair is already being
+        // trained creates nothing: the caller answers with the live jobs, so
+        // repeating a request (or racing another) never doubles the work.
+        if new.kind == CycleKind::Adhoc
+            && already_live == total_queued(&statuses)
+            && !live.is_empty()
+        {
+            tx.rollback().await?;
+            return Ok(CreateOutcome::AlreadyLive { jobs: live });
+        }
+        // Otherwise (the monthly cycle, or an ad-hoc one with other work)
+        // each busy pair is recorded as skipped, naming the live job, so this
+        // cycle's counts still cover every pair it was asked for.
+        let reasons: Vec<String> = busy_orgs
+            .iter()
+            .zip(&busy_kinds)
+            .map(|(org, kind)| match live.iter().find(|j| j.org_id.0 == *org && j.model_type.as_str() == kind) {
+                Some(j) => format!(
+                    "already being trained: job {} of cycle {} is live for this organization and model type",
+                    j.job_id, j.cycle_id
+                ),
+                None => "already being trained: a job of another cycle was live for this organization and model type".to_string(),
+            })
+            .collect();
+        sqlx::query(
+            "insert into ml_training_jobs
+                 (id, cycle_id, organization_id, model_type, status, reason, max_attempts, finished_at)
+             select gen_random_uuid(), $1, u.org, u.kind, 'skipped', u.reason, $5, now()
+             from unnest($2::uuid[], $3::text[], $4::text[]) as u(org, kind, reason)",
+        )
+        .bind(cycle_id)
+        .bind(&busy_orgs)
+        .bind(&busy_kinds)
+        .bind(&reasons)
+        .bind(new.max_attempts)
+        .execute(&mut *tx)
+        .await?;
+    }
 
     let total = ids.len() as i64;
-    let skipped = statuses.iter().filter(|s| *s == "skipped").count() as i64;
+    let skipped = statuses.iter().filter(|s| *s == "skipped").count() as i64 + already_live;
     // Sets the counters (and finalizes a cycle whose every job was skipped).
     recount(&mut tx, cycle_id, None).await?;
     tx.commit().await?;
-    tracing::info!(cycle.id = %cycle_id, total, queued = total - skipped, skipped, "cycle created");
+    tracing::info!(cycle.id = %cycle_id, total, queued = total - skipped, skipped, already_live, "cycle created");
     Ok(CreateOutcome::Created {
         cycle_id,
         total,
         queued: total - skipped,
         skipped,
+        already_live,
     })
+}
+
+fn total_queued(statuses: &[String]) -> i64 {
+    statuses.iter().filter(|s| *s == "queued").count() as i64
+}
+
+/// The live jobs of these (organization, model type) pairs.
+async fn live_jobs_of_pairs(
+    conn: &mut PgConnection,
+    orgs: &[Uuid],
+    kinds: &[String],
+) -> Result<Vec<LiveJob>, sqlx::Error> {
+    let rows = sqlx::query(
+        "select j.id, j.cycle_id, j.organization_id, j.model_type, j.status
+         from ml_training_jobs j
+         join unnest($1::uuid[], $2::text[]) as u(org, kind)
+           on j.organization_id = u.org and j.model_type = u.kind
+         where j.status in ('queued', 'running')
+         order by j.organization_id, j.model_type",
+    )
+    .bind(orgs)
+    .bind(kinds)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| LiveJob {
+            job_id: JobId(r.get("id")),
+            cycle_id: CycleId(r.get("cycle_id")),
+            org_id: OrgId(r.get("organization_id")),
+            model_type: r
+                .get::<String, _>("model_type")
+                .parse()
+                .expect("the schema only admits known model types"),
+            status: r.get("status"),
+        })
+        .collect())
 }
 
 fn data_label(t: ModelType) -> &'static str {

@@ -9,5 +9,6 @@ pub mod domain;
 pub mod jobs;
 pub mod queue;
 pub mod telemetry;
+pub mod text;
 
 pub use domain::{CycleId, CycleStatus, JobId, JobStatus, ModelId, ModelType, OrgId};

@@ -10,5 +10,6 @@ mod faults;
 mod hostile_data;
 mod lifecycle;
 mod queue_health;
+mod races;
 mod scheduling;
 mod security;

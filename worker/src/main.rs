@@ -7,8 +7,9 @@ async fn main() {
     match trainyard_worker::cli::execute(cli).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            let message = trainyard_shared::text::error_chain(e.as_ref());
+            tracing::error!("{message}");
+            eprintln!("error: {message}");
             std::process::exit(1);
         }
     }

@@ -206,6 +206,7 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
         settings: state.train.clone(),
         seed: seed_for(job),
     };
+    let request_for_results = request.clone();
     let job_for_log = job.clone();
     let faults = state.faults.clone();
     let span = tracing::Span::current();
@@ -310,20 +311,31 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
             // The results are in memory: losing them to an outage would mean
             // training again, so wait it out.
             let written = with_db_retry(state, "writing the results", Retry::UntilStopped, || {
-                results::write_success(&state.pool, job, &outcome, &epochs, &incumbent, seconds)
+                results::write_success(
+                    &state.pool,
+                    job,
+                    &outcome,
+                    &epochs,
+                    &incumbent,
+                    &request_for_results,
+                    seconds,
+                )
             })
             .await;
             match written {
                 None => return stop(state, job).await,
-                Some(Some(w)) => {
+                Some(results::WriteOutcome::Written(w)) => {
                     let champion = &outcome.candidates[outcome.champion];
                     tracing::info!(model.id = %w.model_id, model.version = w.version,
                         algorithm = %champion.algorithm, accuracy = champion.metrics.accuracy,
                         mae = champion.metrics.mae, promoted = w.promoted, reason = %w.reason,
                         train_seconds = seconds, "training succeeded");
                 }
-                Some(None) => {
+                Some(results::WriteOutcome::Lost) => {
                     tracing::warn!("results discarded: the job was taken over or ended meanwhile")
+                }
+                Some(results::WriteOutcome::OrgDeleted) => {
+                    tracing::warn!(reason = results::ORG_DELETED, "job failed: nothing written")
                 }
             }
         }

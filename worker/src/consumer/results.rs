@@ -9,7 +9,9 @@ use trainyard_shared::cycles::{roll_up, Ended};
 use trainyard_shared::jobs::ClaimedJob;
 use uuid::Uuid;
 
-use crate::training::{AnomalyFlag, EpochReport, ForecastPoint, Metrics, TrainOutcome};
+use crate::training::{
+    self, AnomalyFlag, EpochReport, ForecastPoint, Metrics, TrainOutcome, TrainRequest,
+};
 
 /// A model must beat the active one by more than this many accuracy points,
 /// on the same holdout, to replace it.
@@ -46,30 +48,151 @@ pub struct Predictions {
     pub anomalies: Vec<AnomalyFlag>,
 }
 
-/// The promotion rule, kept apart so it can be tested on its own.
-pub fn promotion_decision(champion_accuracy: f64, incumbent: &Incumbent) -> (bool, String) {
+impl Incumbent {
+    /// The active model this was read from, if any.
+    pub fn model_id(&self) -> Option<Uuid> {
+        match self {
+            Incumbent::None => None,
+            Incumbent::Scored { model_id, .. } | Incumbent::Unusable { model_id, .. } => {
+                Some(*model_id)
+            }
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Incumbent::None => "no active model".to_string(),
+            Incumbent::Scored { version, .. } | Incumbent::Unusable { version, .. } => {
+                format!("active v{version}")
+            }
+        }
+    }
+}
+
+/// Scores a stored active model on this job's request (its holdout, its
+/// data): the metrics promotion compares, and what it predicts today.
+pub fn score_active(
+    model_id: Uuid,
+    version: i32,
+    algorithm: &str,
+    artifact: &[u8],
+    request: &TrainRequest,
+) -> Incumbent {
+    match training::rescore(artifact, request) {
+        Ok(metrics) => Incumbent::Scored {
+            model_id,
+            version,
+            algorithm: algorithm.to_string(),
+            metrics,
+            predictions: training::predict(artifact, request)
+                .ok()
+                .map(|(forecast, anomalies)| {
+                    Box::new(Predictions {
+                        forecast,
+                        anomalies,
+                    })
+                }),
+        },
+        Err(e) => Incumbent::Unusable {
+            model_id,
+            version,
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// The candidate a forecaster must beat on the holdout to be promoted:
+/// repeating last week, the trivial forecast every other model competes
+/// with.
+pub const FORECAST_BASELINE: &str = "seasonal_naive";
+
+/// The trivial baseline's holdout metrics, when it was trained and is not
+/// itself the champion.
+pub fn baseline_of(outcome: &TrainOutcome) -> Option<&Metrics> {
+    let champion = &outcome.candidates[outcome.champion];
+    if champion.algorithm == FORECAST_BASELINE {
+        return None;
+    }
+    outcome
+        .candidates
+        .iter()
+        .find(|c| c.algorithm == FORECAST_BASELINE)
+        .map(|c| &c.metrics)
+}
+
+/// Whether a champion replaces the active model, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub promoted: bool,
+    pub reason: String,
+    /// The champion is no better than a trivial model: none of its output
+    /// reaches the dashboards.
+    pub trivial: bool,
+}
+
+/// The promotion rule, kept apart so it can be tested on its own:
+/// 1. a champion with accuracy 0 (or NaN) is never promoted: a forecaster
+///    with MAPE ≥ 100 %, or an anomaly detector that explains none of the
+///    holdout's variance, is no better than a trivial model;
+/// 2. a forecaster whose holdout MAE is not below the seasonal naive
+///    baseline's (`baseline`, scored on the same holdout) is never promoted;
+/// 3. otherwise it must beat the active model, re-scored on the same
+///    holdout, by more than [`PROMOTION_MARGIN`] accuracy points.
+pub fn promotion_decision(
+    champion: &Metrics,
+    baseline: Option<&Metrics>,
+    incumbent: &Incumbent,
+) -> Decision {
+    let accuracy = champion.accuracy;
+    let trivial = |reason: String| Decision {
+        promoted: false,
+        reason,
+        trivial: true,
+    };
+    // NaN compares false: it is not useful either.
+    let useful = accuracy > 0.0;
+    if !useful {
+        return trivial(format!(
+            "not promoted: accuracy {accuracy:.2} on the holdout is no better than a trivial model"
+        ));
+    }
+    if let Some(b) = baseline {
+        let beats_baseline = champion.mae < b.mae;
+        if !beats_baseline {
+            return trivial(format!(
+                "not promoted: no better than the {FORECAST_BASELINE} baseline on the same holdout \
+                 (MAE {:.2} vs {:.2})",
+                champion.mae, b.mae
+            ));
+        }
+    }
+    let decided = |promoted: bool, reason: String| Decision {
+        promoted,
+        reason,
+        trivial: false,
+    };
     match incumbent {
-        Incumbent::None => (true, "no active model".to_string()),
+        Incumbent::None => decided(true, "no active model".to_string()),
         Incumbent::Unusable {
             version, reason, ..
-        } => (true, format!("active model v{version} unusable: {reason}")),
+        } => decided(true, format!("active model v{version} unusable: {reason}")),
         Incumbent::Scored {
             version, metrics, ..
         } => {
-            let margin = champion_accuracy - metrics.accuracy;
+            let margin = accuracy - metrics.accuracy;
             if margin > PROMOTION_MARGIN {
-                (
+                decided(
                     true,
                     format!(
-                        "beats active v{version} by {margin:.2} accuracy points on the same holdout ({champion_accuracy:.2} vs {:.2})",
+                        "beats active v{version} by {margin:.2} accuracy points on the same holdout ({accuracy:.2} vs {:.2})",
                         metrics.accuracy
                     ),
                 )
             } else {
-                (
+                decided(
                     false,
                     format!(
-                        "does not beat active v{version} by more than {PROMOTION_MARGIN} points on the same holdout ({champion_accuracy:.2} vs {:.2})",
+                        "does not beat active v{version} by more than {PROMOTION_MARGIN} points on the same holdout ({accuracy:.2} vs {:.2})",
                         metrics.accuracy
                     ),
                 )
@@ -87,7 +210,31 @@ pub struct Written {
     pub reason: String,
 }
 
-/// Writes everything; `Ok(None)` if the attempt no longer owned the job.
+/// How writing a finished job ended.
+#[derive(Debug, Clone)]
+pub enum WriteOutcome {
+    /// The model, its output and the decision are stored; the job succeeded.
+    Written(Written),
+    /// This attempt no longer owned the job (taken over or ended): nothing written.
+    Lost,
+    /// The organization was deleted while the job ran: nothing was written
+    /// for it and the job is failed with [`ORG_DELETED`].
+    OrgDeleted,
+}
+
+/// The reason of a job whose organization was deleted during its cycle.
+pub const ORG_DELETED: &str = "the organization no longer exists (deleted during the cycle)";
+
+/// Writes everything, in one transaction guarded by the attempt.
+///
+/// The promotion decision is taken here, under the per-(organization,
+/// model type) lock, against the model active *now*: if it is not the one
+/// the handler scored before training (`incumbent`), the active one is
+/// re-scored on this job's `request` (same data, same holdout) and the
+/// decision is taken against it, so concurrent writers can never archive a
+/// better model under a worse one. The organization row is locked `for key
+/// share` first: deleting it waits for this transaction, and a job whose
+/// organization is already gone writes nothing and is failed.
 #[tracing::instrument(skip_all, fields(job.id = %job.job_id))]
 pub async fn write_success(
     pool: &PgPool,
@@ -95,11 +242,11 @@ pub async fn write_success(
     outcome: &TrainOutcome,
     epochs: &[EpochReport],
     incumbent: &Incumbent,
+    request: &TrainRequest,
     train_seconds: f64,
-) -> Result<Option<Written>, sqlx::Error> {
+) -> Result<WriteOutcome, sqlx::Error> {
     let champion = &outcome.candidates[outcome.champion];
     let m = &champion.metrics;
-    let (promoted, reason) = promotion_decision(m.accuracy, incumbent);
     let model_id = Uuid::new_v4();
     let org = job.org_id;
     let model_type = job.model_type.as_str();
@@ -109,7 +256,7 @@ pub async fn write_success(
     let owned = sqlx::query(
         "update ml_training_jobs
          set status = 'succeeded', finished_at = now(), heartbeat_at = null, model_id = $3,
-             champion_algorithm = $4, accuracy = $5, promoted = $6, train_seconds = $7, reason = $8
+             champion_algorithm = $4, accuracy = $5, train_seconds = $6
          where id = $1 and status = 'running' and attempts = $2",
     )
     .bind(job.job_id)
@@ -117,21 +264,67 @@ pub async fn write_success(
     .bind(model_id)
     .bind(&champion.algorithm)
     .bind(m.accuracy)
-    .bind(promoted)
     .bind(train_seconds)
-    .bind(&reason)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     if owned != 1 {
-        return Ok(None);
+        return Ok(WriteOutcome::Lost);
     }
 
-    // Versions are per (org, model type); serialize writers of the same pair.
+    // Versions and the active model are per (org, model type); serialize
+    // writers of the same pair.
     sqlx::query("select pg_advisory_xact_lock(hashtext($1))")
         .bind(format!("trainyard:version:{org}:{model_type}"))
         .execute(&mut *tx)
         .await?;
+
+    let org_row: Option<i32> =
+        sqlx::query_scalar("select 1 from organizations where id = $1 for key share")
+            .bind(org)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if org_row.is_none() {
+        sqlx::query(
+            "update ml_training_jobs
+             set status = 'failed', reason = $2, model_id = null, champion_algorithm = null,
+                 accuracy = null, promoted = false
+             where id = $1",
+        )
+        .bind(job.job_id)
+        .bind(ORG_DELETED)
+        .execute(&mut *tx)
+        .await?;
+        roll_up(&mut tx, job.cycle_id, Ended::Failed).await?;
+        tx.commit().await?;
+        return Ok(WriteOutcome::OrgDeleted);
+    }
+
+    let current = current_incumbent(&mut tx, job, incumbent, request).await?;
+    let changed = current.model_id() != incumbent.model_id();
+    let decision = promotion_decision(m, baseline_of(outcome), &current);
+    let promoted = decision.promoted;
+    let reason = if changed {
+        format!(
+            "{} (decided against the model active at write time; training had read {})",
+            decision.reason,
+            incumbent.label()
+        )
+    } else {
+        decision.reason.clone()
+    };
+    if changed {
+        tracing::info!(job.id = %job.job_id, was = %incumbent.label(), now = %current.label(),
+            "the active model changed during training: decided against the current one");
+    }
+    sqlx::query("update ml_training_jobs set promoted = $2, reason = $3 where id = $1")
+        .bind(job.job_id)
+        .bind(promoted)
+        .bind(&reason)
+        .execute(&mut *tx)
+        .await?;
+    let incumbent = &*current;
+
     let version: i32 = sqlx::query_scalar(
         "select coalesce(max(version), 0) + 1 from ml_models
          where organization_id = $1 and model_type = $2",
@@ -265,12 +458,16 @@ pub async fn write_success(
 
     // The predictions the dashboards read are the active model's: the new
     // champion's when it was promoted, else the incumbent's on today's data.
+    // A champion no better than a trivial model contributes nothing; one
+    // that lost to an active model that could not predict keeps its own.
+    let (no_forecast, no_flags) = (Vec::new(), Vec::new());
     let (pred_model, forecast, anomalies) = match incumbent {
         Incumbent::Scored {
             model_id: inc,
             predictions: Some(p),
             ..
         } if !promoted => (*inc, &p.forecast, &p.anomalies),
+        _ if decision.trivial => (model_id, &no_forecast, &no_flags),
         _ => (model_id, &outcome.forecast, &outcome.anomalies),
     };
     if !forecast.is_empty() {
@@ -311,12 +508,63 @@ pub async fn write_success(
 
     roll_up(&mut tx, job.cycle_id, Ended::Succeeded { promoted }).await?;
     tx.commit().await?;
-    Ok(Some(Written {
+    Ok(WriteOutcome::Written(Written {
         model_id,
         version,
         promoted,
         reason,
     }))
+}
+
+/// The model active now (under the pair's lock): `read` if it is still the
+/// one, else the current one re-scored on this job's request, off the async
+/// runtime.
+async fn current_incumbent<'a>(
+    tx: &mut sqlx::PgConnection,
+    job: &ClaimedJob,
+    read: &'a Incumbent,
+    request: &TrainRequest,
+) -> Result<std::borrow::Cow<'a, Incumbent>, sqlx::Error> {
+    let active: Option<(Uuid, i32, String)> = sqlx::query_as(
+        "select id, version, algorithm from ml_models
+         where organization_id = $1 and model_type = $2 and status = 'active'",
+    )
+    .bind(job.org_id)
+    .bind(job.model_type.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((id, version, algorithm)) = active else {
+        return Ok(match read {
+            Incumbent::None => std::borrow::Cow::Borrowed(read),
+            _ => std::borrow::Cow::Owned(Incumbent::None),
+        });
+    };
+    if read.model_id() == Some(id) {
+        return Ok(std::borrow::Cow::Borrowed(read));
+    }
+    let artifact: Option<Vec<u8>> =
+        sqlx::query_scalar("select artifact from ml_model_storage where model_id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(artifact) = artifact else {
+        return Ok(std::borrow::Cow::Owned(Incumbent::Unusable {
+            model_id: id,
+            version,
+            reason: "its artifact is missing".to_string(),
+        }));
+    };
+    let request = request.clone();
+    let scored = tokio::task::spawn_blocking(move || {
+        score_active(id, version, &algorithm, &artifact, &request)
+    })
+    .await
+    .unwrap_or_else(|e| Incumbent::Unusable {
+        model_id: id,
+        version,
+        reason: format!("re-scoring it failed: {e}"),
+    });
+    Ok(std::borrow::Cow::Owned(scored))
 }
 
 async fn insert_evaluation(
@@ -383,18 +631,65 @@ mod tests {
         }
     }
 
+    fn promoted(accuracy: f64, incumbent: &Incumbent) -> bool {
+        promotion_decision(&metrics(accuracy), None, incumbent).promoted
+    }
+
     #[test]
     fn a_champion_is_promoted_only_when_it_beats_the_active_model_by_more_than_two_points() {
-        assert!(promotion_decision(80.0, &Incumbent::None).0);
-        assert!(!promotion_decision(82.0, &scored(80.0)).0);
-        assert!(promotion_decision(82.01, &scored(80.0)).0);
-        assert!(!promotion_decision(70.0, &scored(80.0)).0);
+        assert!(promoted(80.0, &Incumbent::None));
+        assert!(!promoted(82.0, &scored(80.0)));
+        assert!(promoted(82.01, &scored(80.0)));
+        assert!(!promoted(70.0, &scored(80.0)));
         let unusable = Incumbent::Unusable {
             model_id: Uuid::nil(),
             version: 2,
             reason: "checksum mismatch".into(),
         };
-        let (p, why) = promotion_decision(10.0, &unusable);
-        assert!(p && why.contains("checksum mismatch"));
+        let d = promotion_decision(&metrics(10.0), None, &unusable);
+        assert!(d.promoted && d.reason.contains("checksum mismatch"));
+    }
+
+    #[test]
+    fn a_champion_with_accuracy_zero_is_never_promoted_even_without_an_active_model() {
+        let unusable = Incumbent::Unusable {
+            model_id: Uuid::nil(),
+            version: 2,
+            reason: "checksum mismatch".into(),
+        };
+        for incumbent in [Incumbent::None, unusable, scored(0.0)] {
+            for accuracy in [0.0, f64::NAN] {
+                let d = promotion_decision(&metrics(accuracy), None, &incumbent);
+                assert!(!d.promoted && d.trivial, "{incumbent:?}: {d:?}");
+                assert!(
+                    d.reason.contains("no better than a trivial model"),
+                    "{}",
+                    d.reason
+                );
+            }
+        }
+        assert!(promoted(0.01, &Incumbent::None));
+    }
+
+    #[test]
+    fn a_forecaster_no_better_than_the_seasonal_naive_baseline_is_never_promoted() {
+        let champion = Metrics {
+            mae: 12.0,
+            ..metrics(90.0)
+        };
+        let worse_baseline = Metrics {
+            mae: 15.0,
+            ..metrics(85.0)
+        };
+        let better_baseline = Metrics {
+            mae: 11.0,
+            ..metrics(91.0)
+        };
+        assert!(promotion_decision(&champion, Some(&worse_baseline), &Incumbent::None).promoted);
+        for baseline in [better_baseline, champion] {
+            let d = promotion_decision(&champion, Some(&baseline), &Incumbent::None);
+            assert!(!d.promoted && d.trivial, "{d:?}");
+            assert!(d.reason.contains("seasonal_naive baseline"), "{}", d.reason);
+        }
     }
 }
