@@ -38,6 +38,9 @@ pub struct ClaimedJob {
     /// The attempt number this delivery runs as (1-based); guards every later update.
     pub attempt: i32,
     pub max_attempts: i32,
+    /// Whether the organization still existed when the job was claimed (it
+    /// may be deleted mid-cycle; the result transaction checks again).
+    pub org_exists: bool,
 }
 
 /// What happened when a delivery tried to claim its job.
@@ -75,7 +78,8 @@ pub async fn claim(
            and (status = 'queued'
                 or (status = 'running' and heartbeat_at < now() - $3 * interval '1 second'))
            and attempts < max_attempts
-         returning cycle_id, organization_id, model_type, attempts, max_attempts",
+         returning cycle_id, organization_id, model_type, attempts, max_attempts,
+                   exists(select 1 from organizations o where o.id = organization_id)",
     )
     .bind(job_id)
     .bind(worker)
@@ -93,6 +97,7 @@ pub async fn claim(
                 .expect("the schema only admits known model types"),
             attempt: r.get(3),
             max_attempts: r.get(4),
+            org_exists: r.get(5),
         }));
     }
 

@@ -185,15 +185,36 @@ async fn bench_lifecycle(jobs: usize, workers: usize, concurrency: usize) -> any
     trainyard_shared::jobs::top_up(&env.pool, &mut redis, &env.queue_config(), 1000).await?;
     let mut peak_rss_kb = vec![0u64; pids.len()];
     let mut polls = 0i64;
+    let (mut active_samples, mut lock_samples) = (0i64, 0i64);
+    let mut seen_running = std::collections::HashMap::new();
     loop {
         for (i, pid) in pids.iter().enumerate() {
             peak_rss_kb[i] = peak_rss_kb[i].max(vm_hwm_kb(*pid).unwrap_or(0));
         }
-        let status: String =
-            sqlx::query_scalar("select status from ml_training_cycles where id = $1")
-                .bind(cycle)
-                .fetch_one(&env.pool)
-                .await?;
+        // One statement: the cycle's status, and how many of the workers'
+        // backends are active and how many of those wait on a lock.
+        let (status, active, waiting): (String, i64, i64) = sqlx::query_as(
+            "select (select status from ml_training_cycles where id = $1),
+                    count(*) filter (where state = 'active'),
+                    count(*) filter (where state = 'active' and wait_event_type = 'Lock')
+             from pg_stat_activity
+             where datname = current_database() and pid <> pg_backend_pid()",
+        )
+        .bind(cycle)
+        .fetch_one(&env.pool)
+        .await?;
+        active_samples += active;
+        lock_samples += waiting;
+        // Where the database's time goes: the statements seen running.
+        let running: Vec<String> = sqlx::query_scalar(
+            "select left(regexp_replace(query, '\\s+', ' ', 'g'), 70) from pg_stat_activity
+             where datname = current_database() and pid <> pg_backend_pid() and state = 'active'",
+        )
+        .fetch_all(&env.pool)
+        .await?;
+        for q in running {
+            *seen_running.entry(q).or_insert(0usize) += 1;
+        }
         polls += 1;
         if status != "running" {
             break;
@@ -204,8 +225,8 @@ async fn bench_lifecycle(jobs: usize, workers: usize, concurrency: usize) -> any
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let wall = started.elapsed().as_secs_f64();
-    // This process' own polling is one transaction per poll.
-    let xacts = xact_count(&env).await? - xact_before - polls;
+    // This process' own polling is two transactions per poll.
+    let xacts = xact_count(&env).await? - xact_before - 2 * polls;
     let (total, skipped, live): (i32, i32, i32) = sqlx::query_as(
         "select total_jobs, skipped_models, live_jobs from ml_training_cycles where id = $1",
     )
@@ -226,16 +247,55 @@ async fn bench_lifecycle(jobs: usize, workers: usize, concurrency: usize) -> any
     }
     let peak_mb = peak_rss_kb.iter().copied().max().unwrap_or(0) as f64 / 1024.0;
     println!(
-        "lifecycle jobs={jobs} workers={workers} concurrency={concurrency} wall_s={wall:.2} jobs_per_s={:.0} exact=yes claims={runs} queue_wait_p50_ms={:.0} queue_wait_p99_ms={:.0} pg_xacts_per_job={:.2} worker_peak_rss_mb={peak_mb:.1}",
+        "lifecycle jobs={jobs} workers={workers} concurrency={concurrency} wall_s={wall:.2} jobs_per_s={:.0} exact=yes claims={runs} queue_wait_p50_ms={:.0} queue_wait_p99_ms={:.0} pg_xacts_per_job={:.2} pg_active_backends_waiting_on_locks_pct={:.1} worker_peak_rss_mb={peak_mb:.1}",
         jobs as f64 / wall,
         p50 * 1000.0,
         p99 * 1000.0,
         xacts as f64 / jobs as f64,
+        100.0 * lock_samples as f64 / active_samples.max(1) as f64,
     );
+    let mut seen: Vec<_> = seen_running.into_iter().collect();
+    seen.sort_by(|a, b| b.1.cmp(&a.1));
+    for (q, n) in seen.iter().take(6) {
+        eprintln!("  seen running in {n} samples: {q}");
+    }
+    if let Some(statements) = statements_per_job(&env).await? {
+        println!("lifecycle statements_per_job={statements:.2} (from a 300-job run with statement logging)");
+    }
     for w in env.workers().iter_mut() {
         let _ = w.kill();
     }
     Ok(())
+}
+
+/// PostgreSQL statements per job: a separate 300-job cycle through one
+/// worker that logs every statement sqlx runs (logging slows it, so this
+/// run is not timed). The worker's sweeper and the refills are included.
+async fn statements_per_job(env: &TestEnv) -> anyhow::Result<Option<f64>> {
+    const JOBS: usize = 300;
+    let mut env2 = TestEnv::new().await?;
+    let cycle = noop_cycle(&env2, JOBS).await?;
+    env2.spawn_worker(&[
+        ("RUST_LOG", "warn,sqlx::query=debug"),
+        ("TRAINYARD_LOG_FORMAT", "json"),
+    ])?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = trainyard_tests::log_path(&format!("{}-worker-0", env2.db_name));
+    let before = std::fs::read_to_string(&log)?
+        .matches("\"sqlx::query\"")
+        .count();
+    let mut redis = env2.redis().await?;
+    trainyard_shared::jobs::top_up(&env2.pool, &mut redis, &env2.queue_config(), 1000).await?;
+    env2.wait_for_cycle(cycle, Duration::from_secs(300)).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = std::fs::read_to_string(&log)?
+        .matches("\"sqlx::query\"")
+        .count();
+    let _ = env;
+    if after == 0 {
+        return Ok(None);
+    }
+    Ok(Some((after - before) as f64 / JOBS as f64))
 }
 
 /// Idle dispatch: one idle worker, jobs pushed one at a time, each waited

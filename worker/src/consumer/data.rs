@@ -101,14 +101,6 @@ where
     })
 }
 
-/// Whether the organization still exists (it may be deleted mid-cycle).
-pub async fn org_exists(db: impl PgExecutor<'_>, org: OrgId) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("select exists(select 1 from organizations where id = $1)")
-        .bind(org)
-        .fetch_one(db)
-        .await
-}
-
 /// The active model of (org, model type), with its stored artifact.
 #[derive(Debug, Clone)]
 pub struct ActiveModel {

@@ -108,7 +108,8 @@ async fn process(state: &WorkerState, job: &TrainJob) {
         let every = (lease / 4).max(Duration::from_millis(500));
         tokio::spawn(
             async move {
-                let mut tick = tokio::time::interval(every);
+                // The claim itself wrote the first heartbeat.
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 loop {
                     tick.tick().await;
                     match jobs::heartbeat(&pool, &c).await {
@@ -142,17 +143,8 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
     // Once claimed, an outage is waited out however long it lasts (the
     // sweeper does not release leases while PostgreSQL is unreachable), so
     // it never costs the job an attempt; only a shutdown ends the wait.
-    let exists = match with_db_retry(
-        state,
-        "checking the organization",
-        Retry::UntilStopped,
-        || data::org_exists(&state.pool, job.org_id),
-    )
-    .await
-    {
-        Some(e) => e,
-        None => return stop(state, job).await,
-    };
+    // The claim read whether the organization still exists.
+    let exists = job.org_exists;
     if !exists {
         finish(
             state,
@@ -304,7 +296,12 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
             } else {
                 JobStatus::Failed
             };
-            tracing::warn!(job.status = %status, reason = %e, "training did not produce a model");
+            if status == JobStatus::Skipped {
+                // Too little data is an expected outcome, not a problem.
+                tracing::info!(job.status = %status, reason = %e, "training did not produce a model");
+            } else {
+                tracing::warn!(job.status = %status, reason = %e, "training did not produce a model");
+            }
             finish(state, job, status, &e.to_string()).await;
         }
         Trained::Done(outcome, epochs, incumbent, seconds) => {
