@@ -139,7 +139,7 @@ pub async fn claim(
                  where id = $1 and status = $2 and attempts = $4",
             )
             .bind(job_id)
-            .bind(&status)
+            .bind(status)
             .bind(&reason)
             .bind(attempts)
             .execute(&mut *tx)
