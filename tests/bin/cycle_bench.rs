@@ -255,7 +255,7 @@ async fn bench_lifecycle(jobs: usize, workers: usize, concurrency: usize) -> any
         100.0 * lock_samples as f64 / active_samples.max(1) as f64,
     );
     let mut seen: Vec<_> = seen_running.into_iter().collect();
-    seen.sort_by(|a, b| b.1.cmp(&a.1));
+    seen.sort_by_key(|b| std::cmp::Reverse(b.1));
     for (q, n) in seen.iter().take(6) {
         eprintln!("  seen running in {n} samples: {q}");
     }
