@@ -374,13 +374,17 @@ pub enum Ended {
 
 /// Counts one job that just became terminal, in the transaction that made
 /// it so (guarded transitions make that exactly once), and finalizes the
-/// cycle when it was the last live job. O(1): one update of the cycle row,
-/// whose lock is held until the caller commits, so call it last. Only the
-/// finalizing call recounts (once per cycle) to prove the counters. Returns
-/// whether this call finalized the cycle.
+/// cycle when it was the last live job. O(1): one update of one of the
+/// cycle's 16 counter shards (`ml_cycle_shards`), so concurrent completions
+/// of a cycle rarely wait on each other; issue it last, its row lock is held
+/// until the caller commits. When the shard's live count reaches zero, the
+/// cycle row is locked (serializing these checks) and the shards summed in
+/// a fresh statement: whoever sees zero recounts the job rows once and
+/// finalizes. Returns whether this call finalized the cycle.
 pub async fn roll_up(
     conn: &mut PgConnection,
     cycle_id: CycleId,
+    job_id: JobId,
     ended: Ended,
 ) -> Result<bool, sqlx::Error> {
     let (ok, failed, skipped, promoted) = match ended {
@@ -388,26 +392,45 @@ pub async fn roll_up(
         Ended::Failed => (0, 1, 0, 0),
         Ended::Skipped => (0, 0, 1, 0),
     };
-    let live: Option<i32> = sqlx::query_scalar(
-        "update ml_training_cycles
-         set successful_models = successful_models + $2, failed_models = failed_models + $3,
-             skipped_models = skipped_models + $4, promoted_models = promoted_models + $5,
-             live_jobs = live_jobs - 1,
-             total_time_minutes = extract(epoch from (now() - started_at)) / 60.0
-         where id = $1 and status = 'running'
+    let shard_live: Option<i32> = sqlx::query_scalar(
+        "update ml_cycle_shards
+         set successful_models = successful_models + $3, failed_models = failed_models + $4,
+             skipped_models = skipped_models + $5, promoted_models = promoted_models + $6,
+             live_jobs = live_jobs - 1
+         where cycle_id = $1 and shard = abs(hashtext($2::text)) % 16
          returning live_jobs",
     )
     .bind(cycle_id)
+    .bind(job_id)
     .bind(ok)
     .bind(failed)
     .bind(skipped)
     .bind(promoted)
     .fetch_optional(&mut *conn)
     .await?;
-    match live {
-        Some(n) if n <= 0 => Ok(recount(conn, cycle_id, None).await?.finalized),
-        _ => Ok(false),
+    // No shard row: the counters are broken; the recount repairs them.
+    if shard_live.is_some_and(|n| n > 0) {
+        return Ok(false);
     }
+    let running: Option<String> = sqlx::query_scalar(
+        "select status from ml_training_cycles where id = $1 and status = 'running' for update",
+    )
+    .bind(cycle_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if running.is_none() {
+        return Ok(false);
+    }
+    let live: i64 = sqlx::query_scalar(
+        "select coalesce(sum(live_jobs), 0)::int8 from ml_cycle_shards where cycle_id = $1",
+    )
+    .bind(cycle_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if live > 0 && shard_live.is_some() {
+        return Ok(false);
+    }
+    Ok(recount(conn, cycle_id, None).await?.finalized)
 }
 
 /// What [`recount`] did.
@@ -419,9 +442,10 @@ pub struct Recount {
 }
 
 /// Counts a running cycle's jobs from their rows (O(jobs): at creation, at
-/// finalization, on deadlines and in the sweeper's audit), repairs the
-/// counters if they disagree — logging it loudly and keeping what they said
-/// in `counters_repaired` — and finalizes the cycle when no job is live.
+/// finalization, on deadlines and in the sweeper's audit), compares them
+/// with the shards' counters, repairs the shards and the cycle row if they
+/// disagree — logging it loudly and keeping what the counters said in
+/// `counters_repaired` — and finalizes the cycle when no job is live.
 /// `force` finalizes with that status even if jobs are live (deadlines,
 /// after those jobs were failed).
 pub async fn recount(
@@ -429,10 +453,38 @@ pub async fn recount(
     cycle_id: CycleId,
     force: Option<&str>,
 ) -> Result<Recount, sqlx::Error> {
-    let Some(kept) = sqlx::query(
-        "select total_jobs, live_jobs, successful_models, failed_models, skipped_models,
-                promoted_models, status
-         from ml_training_cycles where id = $1 for update",
+    // Lock the cycle row first: one recount (or finalization check) at a
+    // time, and every read below sees what committed before it.
+    let status: Option<String> =
+        sqlx::query_scalar("select status from ml_training_cycles where id = $1 for update")
+            .bind(cycle_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if status.as_deref() != Some("running") {
+        return Ok(Recount::default());
+    }
+    // One statement, one snapshot: the shards' counters and the job rows.
+    let Some(row) = sqlx::query(
+        "select c.total_jobs,
+                coalesce(s.live, 0) as s_live, coalesce(s.ok, 0) as s_ok,
+                coalesce(s.failed, 0) as s_failed, coalesce(s.skipped, 0) as s_skipped,
+                coalesce(s.promoted, 0) as s_promoted, coalesce(s.shards, 0) as shards,
+                j.total, j.live, j.ok, j.failed, j.skipped, j.promoted
+         from ml_training_cycles c
+         left join lateral (
+             select sum(live_jobs)::int4 as live, sum(successful_models)::int4 as ok,
+                    sum(failed_models)::int4 as failed, sum(skipped_models)::int4 as skipped,
+                    sum(promoted_models)::int4 as promoted, count(*) as shards
+             from ml_cycle_shards where cycle_id = c.id) s on true
+         cross join lateral (
+             select count(*) as total,
+                    count(*) filter (where status in ('queued', 'running')) as live,
+                    count(*) filter (where status = 'succeeded') as ok,
+                    count(*) filter (where status = 'failed') as failed,
+                    count(*) filter (where status = 'skipped') as skipped,
+                    count(*) filter (where promoted) as promoted
+             from ml_training_jobs where cycle_id = c.id) j
+         where c.id = $1",
     )
     .bind(cycle_id)
     .fetch_optional(&mut *conn)
@@ -440,39 +492,47 @@ pub async fn recount(
     else {
         return Ok(Recount::default());
     };
-    if kept.get::<String, _>("status") != "running" {
-        return Ok(Recount::default());
-    }
-    let row = sqlx::query(
-        "select count(*) as total,
-                count(*) filter (where status in ('queued', 'running')) as live,
-                count(*) filter (where status = 'succeeded') as ok,
-                count(*) filter (where status = 'failed') as failed,
-                count(*) filter (where status = 'skipped') as skipped,
-                count(*) filter (where promoted) as promoted
-         from ml_training_jobs where cycle_id = $1",
-    )
-    .bind(cycle_id)
-    .fetch_one(&mut *conn)
-    .await?;
     let counted: [i32; 6] = ["total", "live", "ok", "failed", "skipped", "promoted"]
         .map(|c| row.get::<i64, _>(c) as i32);
     let had: [i32; 6] = [
-        "total_jobs",
-        "live_jobs",
-        "successful_models",
-        "failed_models",
-        "skipped_models",
-        "promoted_models",
-    ]
-    .map(|c| kept.get::<i32, _>(c));
+        row.get::<i32, _>("total_jobs"),
+        row.get::<i32, _>("s_live"),
+        row.get::<i32, _>("s_ok"),
+        row.get::<i32, _>("s_failed"),
+        row.get::<i32, _>("s_skipped"),
+        row.get::<i32, _>("s_promoted"),
+    ];
     let [total, live, ok, failed, skipped, promoted] = counted;
-    // A fresh cycle's row holds zeros until this first count.
-    let fresh = had == [0; 6];
+    // A fresh cycle has no shards until this first count.
+    let fresh = row.get::<i64, _>("shards") == 0 && had == [0; 6];
     let repaired = !fresh && had != counted;
     if repaired {
         tracing::error!(cycle.id = %cycle_id, counters = ?had, job_rows = ?counted,
             "cycle counters disagreed with the job rows (total, live, succeeded, failed, skipped, promoted); repaired from the rows");
+    }
+    if fresh || repaired {
+        sqlx::query("delete from ml_cycle_shards where cycle_id = $1")
+            .bind(cycle_id)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(
+            "insert into ml_cycle_shards
+                 (cycle_id, shard, live_jobs, successful_models, failed_models, skipped_models,
+                  promoted_models)
+             select $1, g.shard,
+                    count(j.id) filter (where j.status in ('queued', 'running')),
+                    count(j.id) filter (where j.status = 'succeeded'),
+                    count(j.id) filter (where j.status = 'failed'),
+                    count(j.id) filter (where j.status = 'skipped'),
+                    count(j.id) filter (where j.promoted)
+             from generate_series(0, 15) as g(shard)
+             left join ml_training_jobs j
+                    on j.cycle_id = $1 and abs(hashtext(j.id::text)) % 16 = g.shard
+             group by g.shard",
+        )
+        .bind(cycle_id)
+        .execute(&mut *conn)
+        .await?;
     }
     let final_status = match force {
         Some(s) => Some(s.to_string()),
@@ -519,6 +579,31 @@ pub async fn recount(
     })
 }
 
+/// Refreshes the counts on the rows of running cycles from their shards, for
+/// dashboards reading `ml_training_cycles` while a cycle runs (the cycle
+/// row is not touched by each completion). Returns how many rows changed.
+pub async fn refresh_running(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "update ml_training_cycles c
+         set live_jobs = s.live, successful_models = s.ok, failed_models = s.failed,
+             skipped_models = s.skipped, promoted_models = s.promoted,
+             total_time_minutes = extract(epoch from (now() - c.started_at)) / 60.0
+         from (select s.cycle_id, sum(s.live_jobs)::int4 as live,
+                      sum(s.successful_models)::int4 as ok, sum(s.failed_models)::int4 as failed,
+                      sum(s.skipped_models)::int4 as skipped,
+                      sum(s.promoted_models)::int4 as promoted
+               from ml_cycle_shards s join ml_training_cycles r on r.id = s.cycle_id
+               where r.status = 'running'
+               group by s.cycle_id) s
+         where c.id = s.cycle_id and c.status = 'running'
+           and (c.live_jobs, c.successful_models, c.failed_models, c.skipped_models,
+                c.promoted_models) is distinct from (s.live, s.ok, s.failed, s.skipped, s.promoted)",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
 /// The sweeper's audit: recounts running cycles whose counters disagree
 /// with the job rows on whether any job is live (a finalization that did not
 /// happen, or one that would never happen) and, when `all`, up to three
@@ -527,9 +612,10 @@ pub async fn audit_running(pool: &PgPool, all: bool) -> Result<usize, sqlx::Erro
     let ids: Vec<Uuid> = sqlx::query_scalar(
         "select c.id from ml_training_cycles c
          where c.status = 'running'
-           and ($1 or (c.live_jobs > 0) <> exists (
-                   select 1 from ml_training_jobs j
-                   where j.cycle_id = c.id and j.status in ('queued', 'running')))
+           and ($1 or (coalesce((select sum(s.live_jobs) from ml_cycle_shards s
+                                 where s.cycle_id = c.id), 0) > 0)
+                      <> exists (select 1 from ml_training_jobs j
+                                 where j.cycle_id = c.id and j.status in ('queued', 'running')))
          order by random() limit 3",
     )
     .bind(all)

@@ -146,7 +146,7 @@ pub async fn claim(
             .await?
             .rows_affected();
             if done == 1 {
-                roll_up(&mut tx, cycle_id, Ended::Failed).await?;
+                roll_up(&mut tx, cycle_id, job_id, Ended::Failed).await?;
             }
             tx.commit().await?;
             tracing::warn!(job.id = %job_id, attempts, "job failed: attempts exhausted");
@@ -197,7 +197,7 @@ pub async fn finish_without_model(
         } else {
             Ended::Failed
         };
-        roll_up(&mut tx, job.cycle_id, ended).await?;
+        roll_up(&mut tx, job.cycle_id, job.job_id, ended).await?;
     }
     tx.commit().await?;
     Ok(n == 1)
@@ -560,13 +560,13 @@ impl Sweeper {
         }
         let audit_all = slow_pass;
         let swept = match sweep(pool, conn, config, &self.settings, release).await {
-            Ok(mut r) => crate::cycles::audit_running(pool, audit_all)
-                .await
-                .map(|n| {
-                    r.repaired_cycles = n;
-                    r
-                })
-                .map_err(JobError::from),
+            Ok(mut r) => async {
+                crate::cycles::refresh_running(pool).await?;
+                r.repaired_cycles = crate::cycles::audit_running(pool, audit_all).await?;
+                Ok::<_, sqlx::Error>(r)
+            }
+            .await
+            .map_err(JobError::from),
             Err(e) => Err(e),
         };
         match swept {

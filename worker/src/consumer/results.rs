@@ -295,7 +295,7 @@ pub async fn write_success(
         .bind(ORG_DELETED)
         .execute(&mut *tx)
         .await?;
-        roll_up(&mut tx, job.cycle_id, Ended::Failed).await?;
+        roll_up(&mut tx, job.cycle_id, job.job_id, Ended::Failed).await?;
         tx.commit().await?;
         return Ok(WriteOutcome::OrgDeleted);
     }
@@ -506,7 +506,13 @@ pub async fn write_success(
         .await?;
     }
 
-    roll_up(&mut tx, job.cycle_id, Ended::Succeeded { promoted }).await?;
+    roll_up(
+        &mut tx,
+        job.cycle_id,
+        job.job_id,
+        Ended::Succeeded { promoted },
+    )
+    .await?;
     tx.commit().await?;
     Ok(WriteOutcome::Written(Written {
         model_id,
