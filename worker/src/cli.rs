@@ -15,11 +15,11 @@ use crate::lab::{bench, check, eval, train};
 #[command(name = "trainyard-worker", version, about, long_about)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+enum Command {
     /// Run a worker replica: pull training jobs from Redis until SIGTERM.
     Run(Box<crate::consumer::WorkerSettings>),
     /// Train every candidate on a CSV, print their holdout metrics and write the champion.

@@ -6,6 +6,6 @@
 #![allow(clippy::field_reassign_with_default, clippy::needless_range_loop)]
 
 pub mod cli;
-pub mod consumer;
-pub mod lab;
+pub(crate) mod consumer;
+pub(crate) mod lab;
 pub mod training;

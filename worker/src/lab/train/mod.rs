@@ -20,9 +20,9 @@ use crate::training::{
 
 use super::plot;
 pub use args::TrainArgs;
-pub use csv_input::{parse_date, read_rows, ColumnSpec, CsvData, CsvError, CsvReport};
+pub use csv_input::{parse_date, read_rows, ColumnSpec, CsvError};
 use report::{default_out_dir, plot_data, score_labels, write_anomalies_csv, write_forecast_csv};
-pub use report::{render_table, CandidateSummary, LabelScores, OutputFiles, TrainSummary};
+pub use report::{render_table, CandidateSummary, OutputFiles, TrainSummary};
 
 /// Reads, trains, writes the output directory and returns the summary.
 /// `on_epoch` sees every epoch of the neural candidate.
