@@ -3,6 +3,10 @@
 //! naming the column), runs [`train_model`], prints every candidate's holdout
 //! metrics and writes the champion, its forecast or anomaly flags, the
 //! metrics and a plot into one output directory.
+//!
+//! By concern: `args` (the flags and their validation), `csv_input` (reading
+//! the CSV into typed rows) and `report` (the summary, the metrics table and
+//! the output files); this module runs them in order.
 
 mod args;
 mod csv_input;
