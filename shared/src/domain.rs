@@ -214,10 +214,6 @@ uuid_id!(
     /// One training job (`ml_training_jobs.id`): a cycle × org × model type.
     JobId
 );
-uuid_id!(
-    /// One stored model version (`ml_models.id`).
-    ModelId
-);
 
 #[cfg(test)]
 mod tests {

@@ -11,4 +11,4 @@ pub mod queue;
 pub mod telemetry;
 pub mod text;
 
-pub use domain::{CycleId, CycleStatus, JobId, JobStatus, ModelId, ModelType, OrgId};
+pub use domain::{CycleId, CycleStatus, JobId, JobStatus, ModelType, OrgId};

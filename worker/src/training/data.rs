@@ -48,7 +48,7 @@ pub struct RawRow {
 }
 
 /// The [`RawRow::fingerprint`] of the given identifying fields.
-pub fn fingerprint_of<'a>(fields: impl IntoIterator<Item = Option<&'a [u8]>>) -> u64 {
+pub(crate) fn fingerprint_of<'a>(fields: impl IntoIterator<Item = Option<&'a [u8]>>) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for f in fields {
@@ -152,7 +152,7 @@ pub struct RejectedCounts {
 /// The largest value a daily row may carry (1e12: more than the world's
 /// daily electricity use in kWh). Larger values are rejected as absurd; this
 /// also keeps sums of many rows and the f32 models far from overflow.
-pub const MAX_PLAUSIBLE: f64 = 1e12;
+pub(crate) const MAX_PLAUSIBLE: f64 = 1e12;
 
 impl RejectedCounts {
     pub fn total(&self) -> usize {
@@ -517,7 +517,7 @@ fn distinct_rows(rows: &[RawRow]) -> (Vec<&RawRow>, usize) {
 }
 
 /// Names of the anomaly features, in [`FeatureRow::features`] order.
-pub const FEATURE_NAMES: [&str; 3] = ["co2e_kg", "value", "grid_factor"];
+pub(crate) const FEATURE_NAMES: [&str; 3] = ["co2e_kg", "value", "grid_factor"];
 
 fn check_settings(s: &PrepSettings) -> Result<(), DataError> {
     if s.holdout_days == 0 || s.min_days <= s.holdout_days {
@@ -550,7 +550,7 @@ fn check_variation(values: &[f64], what: &str) -> Result<(), DataError> {
 
 /// Mean and standard deviation of one variable, from training data only.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Scaler {
+pub(crate) struct Scaler {
     #[serde(with = "crate::training::artifact::exact_f64")]
     pub mean: f64,
     #[serde(with = "crate::training::artifact::exact_f64")]

@@ -11,26 +11,26 @@
 //!   on the holdout that the same request would use, so promotion compares
 //!   numbers from one window.
 
-pub mod anomaly;
-pub mod artifact;
-pub mod challengers;
+pub(crate) mod anomaly;
+pub(crate) mod artifact;
+pub(crate) mod challengers;
 pub mod data;
-pub mod forecast;
-pub mod metrics;
-pub mod neural;
-pub mod pipeline;
-pub mod progress;
+pub(crate) mod forecast;
+pub(crate) mod metrics;
+pub(crate) mod neural;
+pub(crate) mod pipeline;
+pub(crate) mod progress;
 
-pub use data::{DataReport, RawRow};
-pub use metrics::Metrics;
-pub use pipeline::{
-    holdout_forecast, predict, rescore, train_model, AnomalyFlag, Candidate, ForecastPoint,
-    SkippedCandidate, TrainError, TrainOutcome, TrainRequest, TrainSettings,
+pub(crate) use data::{DataReport, RawRow};
+pub(crate) use metrics::Metrics;
+pub(crate) use pipeline::{
+    holdout_forecast, predict, rescore, train_model, AnomalyFlag, ForecastPoint, SkippedCandidate,
+    TrainError, TrainOutcome, TrainRequest, TrainSettings,
 };
-pub use progress::EpochReport;
+pub(crate) use progress::EpochReport;
 
 /// Sets the neural models' epochs when an operator overrides them.
-pub fn apply_epoch_overrides(
+pub(crate) fn apply_epoch_overrides(
     settings: &mut TrainSettings,
     lstm_epochs: Option<usize>,
     autoencoder_epochs: Option<usize>,

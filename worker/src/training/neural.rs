@@ -52,6 +52,7 @@ impl burn::module::ModuleVisitor for Materialize {
 
 /// Every float parameter's values, in module order (for comparing weights;
 /// stored records also carry parameter ids, which differ between runs).
+#[cfg(test)]
 pub fn parameter_values<M: Module>(model: &M) -> Vec<Vec<f32>> {
     struct Collect(Vec<Vec<f32>>);
     impl burn::module::ModuleVisitor for Collect {

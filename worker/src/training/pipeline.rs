@@ -81,22 +81,6 @@ pub enum TrainError {
     NoCandidate(String),
 }
 
-impl TrainError {
-    /// Whether the failure is caused by the input (data, settings or stored
-    /// artifact): final, never retried, since the same input fails the same
-    /// way.
-    pub fn is_bad_input(&self) -> bool {
-        match self {
-            TrainError::InsufficientData { .. }
-            | TrainError::InvalidData(_)
-            | TrainError::InvalidSettings(_)
-            | TrainError::CorruptArtifact(_)
-            | TrainError::ModelTypeMismatch { .. } => true,
-            TrainError::NoCandidate(_) => false,
-        }
-    }
-}
-
 impl From<DataError> for TrainError {
     fn from(e: DataError) -> Self {
         match e {

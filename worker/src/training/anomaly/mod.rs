@@ -7,5 +7,5 @@ pub mod fused;
 pub mod model;
 pub mod training;
 
-pub use model::{Autoencoder, AutoencoderConfig};
+pub use model::AutoencoderConfig;
 pub use training::{train_autoencoder, TrainedAutoencoder};

@@ -29,6 +29,7 @@ impl TrainedForecaster {
         &self.config
     }
 
+    #[cfg(test)]
     pub fn model(&self) -> &Forecaster {
         &self.model
     }

@@ -8,5 +8,5 @@ pub mod model;
 pub mod training;
 
 pub use inference::TrainedForecaster;
-pub use model::{Forecaster, LstmConfig, LstmEngine};
+pub use model::{LstmConfig, LstmEngine};
 pub use training::train_forecaster;

@@ -371,10 +371,6 @@ impl FusedForecaster {
         out
     }
 
-    pub fn params(&self) -> &[f32] {
-        &self.params
-    }
-
     /// Forward over `batch` windows, time-major `x` (`[steps][batch]`).
     /// With masks, applies dropout (training); predictions land in `ws.pred`.
     fn forward(&self, ws: &mut Workspace, x: &[f32], steps: usize, batch: usize, dropout: bool) {
@@ -474,12 +470,9 @@ impl FusedForecaster {
     }
 
     /// Loss and gradients without dropout for batch-first windows
-    /// `x` (`[batch][steps]`), gradients in [`named`](Self::named) form.
-    pub fn gradients(&self, x: &[f32], y: &[f32], steps: usize) -> (f32, NamedValues) {
-        self.gradients_with(Isa::detect(), x, y, steps)
-    }
-
-    /// [`gradients`](Self::gradients) with the kernels built for `isa`.
+    /// `x` (`[batch][steps]`), with the kernels built for `isa`, in
+    /// [`named`](Self::named) form (the tests compare them with burn's).
+    #[cfg(test)]
     fn gradients_with(&self, isa: Isa, x: &[f32], y: &[f32], steps: usize) -> (f32, NamedValues) {
         let batch = y.len();
         let mut ws = Workspace::with_isa(&self.layout, steps, batch, isa);

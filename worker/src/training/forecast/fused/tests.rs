@@ -8,9 +8,8 @@ use burn::prelude::*;
 
 use super::isa::Isa;
 use super::{gates, FusedForecaster, NamedValues};
-use crate::training::forecast::{
-    train_forecaster, Forecaster, LstmConfig, LstmEngine, TrainedForecaster,
-};
+use crate::training::forecast::model::Forecaster;
+use crate::training::forecast::{train_forecaster, LstmConfig, LstmEngine, TrainedForecaster};
 use crate::training::neural;
 
 const WINDOW: usize = 30;

@@ -1,13 +1,10 @@
-//! The `trainyard-worker` command line: the queue consumer and the local
-//! training tools share one binary.
-
-pub mod bench;
-pub mod check;
-pub mod eval;
-pub mod plot;
-pub mod train;
+//! The `trainyard-worker` command line: the queue consumer (`run`) and the
+//! local tools of the lab (`train`, `eval`, `check`, `bench`) share one
+//! binary.
 
 use clap::{Parser, Subcommand};
+
+use crate::lab::{bench, check, eval, train};
 
 /// Trains trainyard's models: as a queue worker replica (`run`), or locally
 /// from a CSV with no services (`train`), plus stack checks and benchmarks.
@@ -18,11 +15,11 @@ use clap::{Parser, Subcommand};
 #[command(name = "trainyard-worker", version, about, long_about)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+enum Command {
     /// Run a worker replica: pull training jobs from Redis until SIGTERM.
     Run(Box<crate::consumer::WorkerSettings>),
     /// Train every candidate on a CSV, print their holdout metrics and write the champion.
