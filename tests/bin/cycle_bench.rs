@@ -259,43 +259,10 @@ async fn bench_lifecycle(jobs: usize, workers: usize, concurrency: usize) -> any
     for (q, n) in seen.iter().take(6) {
         eprintln!("  seen running in {n} samples: {q}");
     }
-    if let Some(statements) = statements_per_job(&env).await? {
-        println!("lifecycle statements_per_job={statements:.2} (from a 300-job run with statement logging)");
-    }
     for w in env.workers().iter_mut() {
         let _ = w.kill();
     }
     Ok(())
-}
-
-/// PostgreSQL statements per job: a separate 300-job cycle through one
-/// worker that logs every statement sqlx runs (logging slows it, so this
-/// run is not timed). The worker's sweeper and the refills are included.
-async fn statements_per_job(env: &TestEnv) -> anyhow::Result<Option<f64>> {
-    const JOBS: usize = 300;
-    let mut env2 = TestEnv::new().await?;
-    let cycle = noop_cycle(&env2, JOBS).await?;
-    env2.spawn_worker(&[
-        ("RUST_LOG", "warn,sqlx::query=debug"),
-        ("TRAINYARD_LOG_FORMAT", "json"),
-    ])?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let log = trainyard_tests::log_path(&format!("{}-worker-0", env2.db_name));
-    let before = std::fs::read_to_string(&log)?
-        .matches("\"sqlx::query\"")
-        .count();
-    let mut redis = env2.redis().await?;
-    trainyard_shared::jobs::top_up(&env2.pool, &mut redis, &env2.queue_config(), 1000).await?;
-    env2.wait_for_cycle(cycle, Duration::from_secs(300)).await?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let after = std::fs::read_to_string(&log)?
-        .matches("\"sqlx::query\"")
-        .count();
-    let _ = env;
-    if after == 0 {
-        return Ok(None);
-    }
-    Ok(Some((after - before) as f64 / JOBS as f64))
 }
 
 /// Idle dispatch: one idle worker, jobs pushed one at a time, each waited
