@@ -418,17 +418,13 @@ pub async fn note_hand_back(
     job: &ClaimedJob,
 ) -> Result<(), QueueError> {
     redis::cmd("SET")
-        .arg(hand_back_key(config, job.job_id))
+        .arg(queue::hand_back_key(config, job.job_id))
         .arg(job.attempt)
         .arg("EX")
         .arg(86_400)
         .query_async::<()>(conn)
         .await?;
     Ok(())
-}
-
-fn hand_back_key(config: &RedisQueueConfig, job: JobId) -> String {
-    format!("{}:handed-back:{job}", config.queue.as_ref())
 }
 
 /// Running jobs whose heartbeat is older than the lease go back to `queued`
@@ -458,7 +454,8 @@ async fn release_expired(
     }
     let mut pipe = redis::pipe();
     for (id, _) in &expired {
-        pipe.cmd("GET").arg(hand_back_key(config, JobId(*id)));
+        pipe.cmd("GET")
+            .arg(queue::hand_back_key(config, JobId(*id)));
     }
     let notes: Vec<Option<i32>> = pipe.query_async(conn).await.map_err(QueueError::Command)?;
     let handed: Vec<uuid::Uuid> = expired
@@ -494,7 +491,7 @@ async fn release_expired(
         let mut pipe = redis::pipe();
         for id in &handed {
             pipe.cmd("DEL")
-                .arg(hand_back_key(config, JobId(*id)))
+                .arg(queue::hand_back_key(config, JobId(*id)))
                 .ignore();
         }
         pipe.query_async::<()>(conn)

@@ -213,6 +213,13 @@ pub async fn dead_letter(
     Ok(())
 }
 
+/// Where a stopping worker notes that it could not hand a job back (see
+/// `jobs::note_hand_back`). Every Redis key this crate names, apalis' and
+/// ours, is built in this module.
+pub fn hand_back_key(config: &RedisQueueConfig, job: JobId) -> String {
+    format!("{}:handed-back:{job}", config.queue.as_ref())
+}
+
 /// The Redis list holding the last undecodable messages.
 pub fn dead_letter_list(config: &RedisQueueConfig) -> String {
     format!("{}:dead-letters", config.queue.as_ref())
