@@ -67,6 +67,47 @@ async fn payloads_in_redis(env: &TestEnv) -> anyhow::Result<usize> {
         .await?)
 }
 
+/// Each job's attempts in `cycle`.
+async fn attempts(env: &TestEnv, cycle: Uuid) -> anyhow::Result<Vec<i32>> {
+    Ok(
+        sqlx::query_scalar("select attempts from ml_training_jobs where cycle_id = $1")
+            .bind(cycle)
+            .fetch_all(&env.pool)
+            .await?,
+    )
+}
+
+/// Waits for worker `pid` to exit; its status and how long that took.
+async fn wait_for_exit(
+    env: &mut TestEnv,
+    pid: u32,
+    limit: Duration,
+) -> anyhow::Result<(std::process::ExitStatus, Duration)> {
+    let started = Instant::now();
+    let child = env
+        .workers()
+        .iter_mut()
+        .find(|c| c.id() == pid)
+        .expect("a worker of this test");
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok((s, started.elapsed()));
+        }
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "worker {pid} did not exit within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Brings the test's PostgreSQL back and reconnects the test's pool.
+async fn resume(pg: &mut OwnPostgres, env: &mut TestEnv) -> anyhow::Result<()> {
+    pg.resume()?;
+    env.pool = trainyard_shared::db::connect(&env.database_url, 5).await?;
+    Ok(())
+}
+
 async fn cycle_counts(env: &TestEnv, cycle: Uuid) -> anyhow::Result<(String, i32, i32, i32, i32)> {
     Ok(sqlx::query_as(
         "select status, total_jobs, successful_models, failed_models, skipped_models
@@ -120,10 +161,10 @@ async fn ten_thousand_deliveries_through_one_worker_then_a_kill_leave_redis_boun
             ("completed_with_failures", 850, 0, 850, 0)
         );
     }
-    let attempts: i64 = sqlx::query_scalar("select sum(attempts) from ml_training_jobs")
+    let claims: i64 = sqlx::query_scalar("select sum(attempts) from ml_training_jobs")
         .fetch_one(&env.pool)
         .await?;
-    assert_eq!(attempts, 12 * 850, "each delivery claimed its job once");
+    assert_eq!(claims, 12 * 850, "each delivery claimed its job once");
     // Per queue: the window's payloads and metadata plus a few fixed keys.
     assert!(
         most_keys <= WINDOW + 20,
@@ -155,12 +196,11 @@ async fn ten_thousand_deliveries_through_one_worker_then_a_kill_leave_redis_boun
         cycle_counts(&env, cycle).await?,
         ("completed".to_string(), 6, 6, 0, 0)
     );
-    let attempts: Vec<i32> =
-        sqlx::query_scalar("select attempts from ml_training_jobs where cycle_id = $1")
-            .bind(cycle)
-            .fetch_all(&env.pool)
-            .await?;
-    assert_eq!(attempts, vec![1; 6], "no attempt lost to a broken consumer");
+    assert_eq!(
+        attempts(&env, cycle).await?,
+        vec![1; 6],
+        "no attempt lost to a broken consumer"
+    );
     for i in 1..=2 {
         let log = worker_log(&env, i);
         assert!(!log.contains("queue worker died"), "worker {i}:\n{log}");
@@ -193,19 +233,7 @@ async fn twenty_restarts_replay_only_the_jobs_in_flight() -> anyhow::Result<()> 
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(700)).await;
         signal(current, Signal::SIGTERM)?;
-        let child = env
-            .workers()
-            .iter_mut()
-            .find(|c| c.id() == current)
-            .expect("our worker");
-        let stopped = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break s;
-            }
-            assert!(stopped.elapsed() < Duration::from_secs(10), "no exit");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let (status, _) = wait_for_exit(&mut env, current, Duration::from_secs(10)).await?;
         assert!(status.success(), "{status:?}");
         current = env.spawn_worker(&worker_env)?;
     }
@@ -265,12 +293,7 @@ async fn undecodable_messages_are_dead_lettered_once_and_disturb_nothing() -> an
         .collect();
     apalis_redis::queries::push_tasks(&mut redis, &env.queue_config(), &tasks).await?;
     assert_eq!(env.wait_for_cycle(cycle, LIMIT).await?, "completed");
-    let attempts: i32 =
-        sqlx::query_scalar("select attempts from ml_training_jobs where cycle_id = $1")
-            .bind(cycle)
-            .fetch_one(&env.pool)
-            .await?;
-    assert_eq!(attempts, 1);
+    assert_eq!(attempts(&env, cycle).await?, vec![1]);
 
     // Give the sweeper a pass, then nothing of the junk is left to deliver.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -327,15 +350,13 @@ async fn a_long_postgres_outage_strands_nothing_and_spends_no_attempt() -> anyho
     signal(b, Signal::SIGCONT)?;
     // Longer than the retry budget plus one pool acquire timeout (10 s).
     tokio::time::sleep(Duration::from_secs(16)).await;
-    pg.resume()?;
-    env.pool = trainyard_shared::db::connect(&env.database_url, 5).await?;
+    resume(&mut pg, &mut env).await?;
     assert_eq!(env.wait_for_cycle(cycle, LIMIT).await?, "completed");
-    let attempts: Vec<i32> =
-        sqlx::query_scalar("select attempts from ml_training_jobs where cycle_id = $1")
-            .bind(cycle)
-            .fetch_all(&env.pool)
-            .await?;
-    assert_eq!(attempts, vec![1; 4], "the outage spent no attempt");
+    assert_eq!(
+        attempts(&env, cycle).await?,
+        vec![1; 4],
+        "the outage spent no attempt"
+    );
     let log = worker_log(&env, 0) + &worker_log(&env, 1);
     assert!(
         log.contains("delivery given up"),
@@ -349,15 +370,13 @@ async fn a_long_postgres_outage_strands_nothing_and_spends_no_attempt() -> anyho
     env.pool.close().await;
     pg.stop();
     tokio::time::sleep(Duration::from_secs(8)).await;
-    pg.resume()?;
-    env.pool = trainyard_shared::db::connect(&env.database_url, 5).await?;
+    resume(&mut pg, &mut env).await?;
     assert_eq!(env.wait_for_cycle(cycle, LIMIT).await?, "completed");
-    let attempts: Vec<i32> =
-        sqlx::query_scalar("select attempts from ml_training_jobs where cycle_id = $1")
-            .bind(cycle)
-            .fetch_all(&env.pool)
-            .await?;
-    assert_eq!(attempts, vec![1; 4], "no job trained twice");
+    assert_eq!(
+        attempts(&env, cycle).await?,
+        vec![1; 4],
+        "no job trained twice"
+    );
     Ok(())
 }
 
@@ -379,31 +398,20 @@ async fn sigterm_during_a_postgres_outage_exits_within_grace_and_keeps_the_attem
     env.pool.close().await;
     pg.stop();
     signal(first, Signal::SIGTERM)?;
-    let stopped = Instant::now();
-    let child = env.workers().iter_mut().next().expect("the worker");
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        assert!(stopped.elapsed() < Duration::from_secs(30), "no exit");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let took = stopped.elapsed();
+    let (status, took) = wait_for_exit(&mut env, first, Duration::from_secs(30)).await?;
     assert!(status.success(), "{status:?}");
     assert!(
         took < Duration::from_millis(5500),
         "exited {took:?} after SIGTERM with a 4 s grace period"
     );
-    pg.resume()?;
-    env.pool = trainyard_shared::db::connect(&env.database_url, 5).await?;
+    resume(&mut pg, &mut env).await?;
     env.spawn_worker(&[])?;
     assert_eq!(env.wait_for_cycle(cycle, LIMIT).await?, "completed");
-    let attempts: i32 =
-        sqlx::query_scalar("select attempts from ml_training_jobs where cycle_id = $1")
-            .bind(cycle)
-            .fetch_one(&env.pool)
-            .await?;
-    assert_eq!(attempts, 1, "the interrupted attempt was given back");
+    assert_eq!(
+        attempts(&env, cycle).await?,
+        vec![1],
+        "the interrupted attempt was given back"
+    );
     Ok(())
 }
 
