@@ -377,10 +377,9 @@ pub enum Ended {
 /// cycle when it was the last live job. O(1): one update of one of the
 /// cycle's 16 counter shards (`ml_cycle_shards`), so concurrent completions
 /// of a cycle rarely wait on each other; issue it last, its row lock is held
-/// until the caller commits. When the shard's live count reaches zero, the
-/// cycle row is locked (serializing these checks) and the shards summed in
-/// a fresh statement: whoever sees zero recounts the job rows once and
-/// finalizes. Returns whether this call finalized the cycle.
+/// until the caller commits. When the shard's live count reaches zero,
+/// [`finalize_if_done`] runs in the same transaction. Returns whether this
+/// call finalized the cycle.
 pub async fn roll_up(
     conn: &mut PgConnection,
     cycle_id: CycleId,
@@ -408,6 +407,23 @@ pub async fn roll_up(
     .bind(promoted)
     .fetch_optional(&mut *conn)
     .await?;
+    finalize_if_done(conn, cycle_id, shard_live).await
+}
+
+/// The second half of a roll-up, given the live count the job's shard was
+/// left with (`None`: the shard row was missing). Nothing to do while the
+/// shard still has live jobs. Otherwise the cycle row is locked (serializing
+/// these checks) and the shards summed in a fresh statement: whoever sees
+/// zero (or a missing shard) recounts the job rows once and finalizes.
+/// Runs in the counting transaction or, when the count was committed on its
+/// own, in a transaction of its own: a crash between the two leaves a
+/// running cycle with no live job, which the sweeper's audit finalizes.
+/// Returns whether this call finalized the cycle.
+pub async fn finalize_if_done(
+    conn: &mut PgConnection,
+    cycle_id: CycleId,
+    shard_live: Option<i32>,
+) -> Result<bool, sqlx::Error> {
     // No shard row: the counters are broken; the recount repairs them.
     if shard_live.is_some_and(|n| n > 0) {
         return Ok(false);
@@ -604,18 +620,19 @@ pub async fn refresh_running(pool: &PgPool) -> Result<u64, sqlx::Error> {
     .rows_affected())
 }
 
-/// The sweeper's audit: recounts running cycles whose counters disagree
-/// with the job rows on whether any job is live (a finalization that did not
-/// happen, or one that would never happen) and, when `all`, up to three
-/// running cycles. Returns how many were repaired.
+/// The sweeper's audit: recounts running cycles whose counters say no job is
+/// live (a finalization that did not happen: the worker stopped between
+/// counting its job and finalizing) or whose job rows say so while the
+/// counters disagree (one that would never happen), and, when `all`, up to
+/// three running cycles. Returns how many were repaired.
 pub async fn audit_running(pool: &PgPool, all: bool) -> Result<usize, sqlx::Error> {
     let ids: Vec<Uuid> = sqlx::query_scalar(
         "select c.id from ml_training_cycles c
          where c.status = 'running'
-           and ($1 or (coalesce((select sum(s.live_jobs) from ml_cycle_shards s
-                                 where s.cycle_id = c.id), 0) > 0)
-                      <> exists (select 1 from ml_training_jobs j
-                                 where j.cycle_id = c.id and j.status in ('queued', 'running')))
+           and ($1 or coalesce((select sum(s.live_jobs) from ml_cycle_shards s
+                                where s.cycle_id = c.id), 0) = 0
+                   or exists (select 1 from ml_training_jobs j
+                              where j.cycle_id = c.id and j.status in ('queued', 'running')) = false)
          order by random() limit 3",
     )
     .bind(all)
@@ -624,10 +641,13 @@ pub async fn audit_running(pool: &PgPool, all: bool) -> Result<usize, sqlx::Erro
     let mut repaired = 0;
     for id in ids {
         let mut tx = pool.begin().await?;
-        if recount(&mut tx, CycleId(id), None).await?.repaired {
-            repaired += 1;
-        }
+        let done = recount(&mut tx, CycleId(id), None).await?;
         tx.commit().await?;
+        if done.repaired {
+            repaired += 1;
+        } else if done.finalized {
+            tracing::info!(cycle.id = %id, "finalized a cycle whose last job was counted but not finalized (its worker stopped in between)");
+        }
     }
     Ok(repaired)
 }

@@ -187,6 +187,11 @@ async fn bench_lifecycle(jobs: usize, workers: usize, concurrency: usize) -> any
     let mut polls = 0i64;
     let (mut active_samples, mut lock_samples) = (0i64, 0i64);
     let mut seen_running = std::collections::HashMap::new();
+    // Jobs ended per 5-second slice, from the counter shards: a rate that
+    // decays over the cycle points at work growing with it, dips at episodes
+    // (autovacuum, checkpoints).
+    let mut timeline: Vec<i64> = Vec::new();
+    let (mut slice_start, mut ended_at_slice) = (Instant::now(), 0i64);
     loop {
         for (i, pid) in pids.iter().enumerate() {
             peak_rss_kb[i] = peak_rss_kb[i].max(vm_hwm_kb(*pid).unwrap_or(0));
@@ -216,6 +221,18 @@ async fn bench_lifecycle(jobs: usize, workers: usize, concurrency: usize) -> any
             *seen_running.entry(q).or_insert(0usize) += 1;
         }
         polls += 1;
+        if slice_start.elapsed() >= Duration::from_secs(5) || status != "running" {
+            let ended: i64 = sqlx::query_scalar(
+                "select coalesce(sum(successful_models + failed_models + skipped_models), 0)::int8
+                 from ml_cycle_shards where cycle_id = $1",
+            )
+            .bind(cycle)
+            .fetch_one(&env.pool)
+            .await?;
+            let secs = slice_start.elapsed().as_secs_f64();
+            timeline.push(((ended - ended_at_slice) as f64 / secs).round() as i64);
+            (slice_start, ended_at_slice) = (Instant::now(), ended);
+        }
         if status != "running" {
             break;
         }
@@ -225,8 +242,8 @@ async fn bench_lifecycle(jobs: usize, workers: usize, concurrency: usize) -> any
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let wall = started.elapsed().as_secs_f64();
-    // This process' own polling is two transactions per poll.
-    let xacts = xact_count(&env).await? - xact_before - 2 * polls;
+    // This process' own polling: two transactions per poll, one per slice.
+    let xacts = xact_count(&env).await? - xact_before - 2 * polls - timeline.len() as i64;
     let (total, skipped, live): (i32, i32, i32) = sqlx::query_as(
         "select total_jobs, skipped_models, live_jobs from ml_training_cycles where id = $1",
     )
@@ -254,6 +271,7 @@ async fn bench_lifecycle(jobs: usize, workers: usize, concurrency: usize) -> any
         xacts as f64 / jobs as f64,
         100.0 * lock_samples as f64 / active_samples.max(1) as f64,
     );
+    eprintln!("  jobs/s per 5 s slice: {timeline:?}");
     let mut seen: Vec<_> = seen_running.into_iter().collect();
     seen.sort_by_key(|b| std::cmp::Reverse(b.1));
     for (q, n) in seen.iter().take(6) {

@@ -113,6 +113,66 @@ async fn corrupted_counters_are_repaired_and_reported() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A worker that stops after counting the cycle's last job but before the
+/// finalization check (two transactions on the common path) leaves a running
+/// cycle with nothing live: the sweeper finalizes it with the exact counts,
+/// and nothing is reported as repaired because nothing was wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cycle_counted_but_not_finalized_is_finalized_by_the_sweeper() -> anyhow::Result<()> {
+    let mut env = TestEnv::new().await?;
+    let cycle = noop_cycle(&env, 9).await?;
+    // What the last worker committed before it stopped: every job ended and
+    // counted, the cycle row untouched.
+    sqlx::query(
+        "update ml_training_jobs
+         set status = 'skipped', attempts = 1, started_at = now(), finished_at = now(),
+             reason = 'too little data'
+         where cycle_id = $1",
+    )
+    .bind(cycle)
+    .execute(&env.pool)
+    .await?;
+    sqlx::query(
+        "update ml_cycle_shards set skipped_models = skipped_models + live_jobs, live_jobs = 0
+         where cycle_id = $1",
+    )
+    .bind(cycle)
+    .execute(&env.pool)
+    .await?;
+    assert_eq!(counters(&env, cycle).await?.0, "running");
+    env.spawn_worker(&[("TRAINYARD_SWEEP_SECS", "1")])?;
+    assert_eq!(
+        env.wait_for_cycle(cycle, Duration::from_secs(60)).await?,
+        "completed"
+    );
+    assert_eq!(
+        counters(&env, cycle).await?,
+        ("completed".to_string(), 9, 0, 0, 9)
+    );
+    let repaired: Option<serde_json::Value> =
+        sqlx::query_scalar("select counters_repaired from ml_training_cycles where id = $1")
+            .bind(cycle)
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(repaired, None);
+    // The sweeper logs once its transaction has committed: give it a moment.
+    let path = log_path(&format!("{}-worker-0", env.db_name));
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = std::fs::read_to_string(&path)?;
+        if log.contains("finalized a cycle whose last job was counted") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        log.contains("finalized a cycle whose last job was counted"),
+        "{log}"
+    );
+    assert!(!log.contains("cycle counters disagreed"), "{log}");
+    Ok(())
+}
+
 /// A status the code does not know, read from the database, is a decoding
 /// error that names the value, not a panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,16 +180,23 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
             return Some(());
         }
     };
-    let active = match with_db_retry(
-        state,
-        "loading the active model",
-        Retry::UntilStopped,
-        || data::active_model(&state.pool, job.org_id, job.model_type),
-    )
-    .await
-    {
-        Some(a) => a,
-        None => return stop(state, job).await,
+    // The active model is only read to compare a new model with; fewer rows
+    // than the minimum number of days can never make one (training refuses
+    // them at once), so such a job skips the read.
+    let active = if rows.len() < state.train.min_days {
+        None
+    } else {
+        match with_db_retry(
+            state,
+            "loading the active model",
+            Retry::UntilStopped,
+            || data::active_model(&state.pool, job.org_id, job.model_type),
+        )
+        .await
+        {
+            Some(a) => a,
+            None => return stop(state, job).await,
+        }
     };
 
     let request = TrainRequest {
