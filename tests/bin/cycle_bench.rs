@@ -182,7 +182,12 @@ async fn bench_lifecycle(jobs: usize, workers: usize, concurrency: usize) -> any
     let xact_before = xact_count(&env).await?;
     let started = Instant::now();
     let mut redis = env.redis().await?;
-    trainyard_shared::jobs::top_up(&env.pool, &mut redis, &env.queue_config(), 1000).await?;
+    // The first fill, as the scheduler's would be: the workers' window.
+    let window: i64 = std::env::var("TRAINYARD_QUEUE_WINDOW")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(1000);
+    trainyard_shared::jobs::top_up(&env.pool, &mut redis, &env.queue_config(), window).await?;
     let mut peak_rss_kb = vec![0u64; pids.len()];
     let mut polls = 0i64;
     let (mut active_samples, mut lock_samples) = (0i64, 0i64);
