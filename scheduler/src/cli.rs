@@ -6,11 +6,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sqlx::PgPool;
 use trainyard_shared::config::{bounded, redact_url};
-use trainyard_shared::cycles::{
-    self, CreateOutcome, CycleKind, CycleSummary, JobDetail, LiveJob, NewCycle,
-};
+use trainyard_shared::cycles::{self, CreateOutcome, CycleSummary, JobDetail, LiveJob, NewCycle};
 use trainyard_shared::text::escape_for_terminal as shown;
-use trainyard_shared::{jobs, queue, CycleId, ModelType, OrgId};
+use trainyard_shared::{jobs, queue, CycleId, CycleKind, CycleStatus, ModelType, OrgId};
 
 use crate::schedule::{Schedule, DEFAULT_SCHEDULE};
 use crate::settings::SchedulerSettings;
@@ -297,13 +295,17 @@ async fn wait_for_cycle(
     let mut last_live = -1;
     loop {
         let summary = cycles::cycle_summary(pool, cycle_id).await?;
-        if summary.status != "running" {
+        if summary.status != CycleStatus::Running {
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 print!("{}", format_cycles(std::slice::from_ref(&summary)));
             }
-            return Ok(if summary.status == "completed" { 0 } else { 2 });
+            return Ok(if summary.status == CycleStatus::Completed {
+                0
+            } else {
+                2
+            });
         }
         if std::time::Instant::now() > deadline {
             eprintln!("cycle {cycle_id} still running at the --timeout-secs deadline");
@@ -333,7 +335,7 @@ pub fn format_already_live(jobs: &[LiveJob]) -> String {
             j.model_type,
             j.job_id,
             j.cycle_id,
-            shown(&j.status)
+            j.status.as_str()
         );
     }
     if jobs.len() > SHOWN {
@@ -358,8 +360,8 @@ pub fn format_cycles(list: &[CycleSummary]) -> String {
             "{:<36}  {:<14} {:<7} {:<24} {:>5} {:>4} {:>6} {:>7} {:>8} {:>8}\n",
             c.id.to_string(),
             key,
-            shown(&c.kind),
-            shown(&c.status),
+            c.kind.as_str(),
+            c.status.as_str(),
             c.total_jobs,
             c.successful_models,
             c.failed_models,
@@ -388,8 +390,8 @@ pub fn format_jobs(jobs: &[JobDetail]) -> String {
         out += &format!(
             "{:<22} {:<19} {:<9} {:>3} {:>8} {:<20} {:>8} {:<8} {}\n",
             org,
-            shown(&j.model_type),
-            shown(&j.status),
+            j.model_type.as_str(),
+            j.status.as_str(),
             j.attempts,
             j.duration_seconds
                 .map(|d| format!("{d:.1}"))
@@ -477,8 +479,8 @@ mod tests {
             id: trainyard_shared::JobId::new_random(),
             organization_id: OrgId::new_random(),
             organization: Some("Evil\u{1b}[2J\rCorp\nFAKE ROW".into()),
-            model_type: "energy_forecast".into(),
-            status: "failed".into(),
+            model_type: ModelType::EnergyForecast,
+            status: trainyard_shared::JobStatus::Failed,
             attempts: 1,
             duration_seconds: None,
             train_seconds: None,

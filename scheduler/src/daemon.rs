@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::Utc;
 use sqlx::PgPool;
-use trainyard_shared::cycles::{self, CreateOutcome, CycleKind, NewCycle};
-use trainyard_shared::{jobs, queue};
+use trainyard_shared::cycles::{self, CreateOutcome, NewCycle};
+use trainyard_shared::{jobs, queue, CycleKind};
 
 use crate::schedule::Schedule;
 use crate::settings::{CycleSettings, SchedulerSettings};

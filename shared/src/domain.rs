@@ -37,6 +37,43 @@ impl ModelType {
     pub fn is_forecast(self) -> bool {
         !matches!(self, ModelType::AnomalyDetection)
     }
+
+    /// Which of an organization's daily data this model type learns from:
+    /// the one place that says so.
+    pub fn reads(self) -> DataColumn {
+        match self {
+            ModelType::EmissionsForecast => DataColumn::Co2eKg,
+            ModelType::EnergyForecast => DataColumn::EnergyValue,
+            ModelType::AnomalyDetection => DataColumn::EveryRow,
+        }
+    }
+}
+
+/// The part of `metrics_data` a model type learns from ([`ModelType::reads`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataColumn {
+    /// `co2e_kg` of every category.
+    Co2eKg,
+    /// `value` of the `energy` category only.
+    EnergyValue,
+    /// Whole rows: (`co2e_kg`, `value`, `grid_factor`).
+    EveryRow,
+}
+
+impl DataColumn {
+    /// How messages name it ("too few days with co2e_kg").
+    pub fn label(self) -> &'static str {
+        match self {
+            DataColumn::Co2eKg => "co2e_kg",
+            DataColumn::EnergyValue => "energy value",
+            DataColumn::EveryRow => "any",
+        }
+    }
+
+    /// Only rows of the `energy` category count.
+    pub fn energy_only(self) -> bool {
+        self == DataColumn::EnergyValue
+    }
 }
 
 impl fmt::Display for ModelType {
@@ -59,6 +96,31 @@ impl FromStr for ModelType {
             "anomaly_detection" => Ok(ModelType::AnomalyDetection),
             other => Err(UnknownModelType(other.to_string())),
         }
+    }
+}
+
+impl sqlx::Type<sqlx::Postgres> for ModelType {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for ModelType {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        Ok(text.parse()?)
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for ModelType {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <&str as sqlx::Encode<sqlx::Postgres>>::encode_by_ref(&self.as_str(), buf)
     }
 }
 
@@ -173,6 +235,16 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// Why a cycle exists (`ml_training_cycles.kind`).
+    CycleKind, "cycle kind" {
+        /// Created by the schedule, one per month.
+        Monthly = "monthly",
+        /// Started by an operator.
+        Adhoc = "adhoc",
+    }
+);
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -251,5 +323,16 @@ mod tests {
             assert_eq!(t.as_str().parse::<ModelType>().unwrap(), t);
         }
         assert!("lstm".parse::<ModelType>().is_err());
+        for k in CycleKind::ALL {
+            assert_eq!(k.as_str().parse::<CycleKind>().unwrap(), *k);
+        }
+    }
+
+    #[test]
+    fn each_model_type_names_the_data_it_learns_from() {
+        assert_eq!(ModelType::EmissionsForecast.reads(), DataColumn::Co2eKg);
+        assert!(ModelType::EnergyForecast.reads().energy_only());
+        assert!(!ModelType::AnomalyDetection.reads().energy_only());
+        assert_eq!(ModelType::EnergyForecast.reads().label(), "energy value");
     }
 }

@@ -3,12 +3,12 @@
 //! that makes delivery at-least-once and the cycle roll-up exactly-once.
 
 pub mod config;
-pub mod cycles;
 pub mod db;
 pub mod domain;
-pub mod jobs;
 pub mod queue;
+pub mod store;
 pub mod telemetry;
 pub mod text;
 
-pub use domain::{CycleId, CycleStatus, JobId, JobStatus, ModelType, OrgId};
+pub use domain::{CycleId, CycleKind, CycleStatus, DataColumn, JobId, JobStatus, ModelType, OrgId};
+pub use store::{cycles, jobs};

@@ -190,5 +190,32 @@ async fn an_unknown_status_in_the_database_is_a_clear_error() -> anyhow::Result<
         err.to_string().contains("unknown cycle status `paused`"),
         "{err}"
     );
+    let err = sqlx::query_scalar::<_, trainyard_shared::ModelType>("select 'churn'::text")
+        .fetch_one(&env.pool)
+        .await
+        .expect_err("an unknown model type must not decode");
+    assert!(
+        err.to_string().contains("unknown model type `churn`"),
+        "{err}"
+    );
+    // A job row whose model type is unknown: reading the cycle's jobs is an
+    // error naming the value, not a panic.
+    let cycle = noop_cycle(&env, 3).await?;
+    sqlx::query(
+        "alter table ml_training_jobs drop constraint if exists ml_training_jobs_model_type_check",
+    )
+    .execute(&env.pool)
+    .await?;
+    sqlx::query(
+        "update ml_training_jobs set model_type = 'churn'
+         where id = (select id from ml_training_jobs where cycle_id = $1 limit 1)",
+    )
+    .bind(cycle)
+    .execute(&env.pool)
+    .await?;
+    let err = trainyard_shared::cycles::cycle_jobs(&env.pool, trainyard_shared::CycleId(cycle))
+        .await
+        .expect_err("an unknown model type in a row must not decode");
+    assert!(err.to_string().contains("churn"), "{err}");
     Ok(())
 }

@@ -41,7 +41,7 @@ pub async fn load_rows(
     org: OrgId,
     model_type: ModelType,
 ) -> Result<Vec<RawRow>, LoadError> {
-    let energy_only = model_type == ModelType::EnergyForecast;
+    let energy_only = model_type.reads().energy_only();
     let rows = sqlx::query(
         "select id,
                 case when representable then date end,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use apalis_redis::{Config as RedisQueueConfig, ConnectionManager};
 use serde::Serialize;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use crate::cycles::{finalize_if_done, roll_up, Ended};
 use crate::domain::{CycleId, JobId, JobStatus, ModelType, OrgId};
@@ -78,8 +78,17 @@ pub async fn claim(
     worker: &str,
     lease_timeout: Duration,
 ) -> Result<Claim, JobError> {
+    #[derive(sqlx::FromRow)]
+    struct Claimed {
+        cycle_id: CycleId,
+        organization_id: OrgId,
+        model_type: ModelType,
+        attempts: i32,
+        max_attempts: i32,
+        org_exists: bool,
+    }
     let lease = lease_timeout.as_secs_f64();
-    let row = sqlx::query(
+    let row = sqlx::query_as::<_, Claimed>(
         "with relaxed as (select set_config('synchronous_commit', 'off', true))
          update ml_training_jobs
          set status = 'running', attempts = attempts + 1, worker = $2,
@@ -90,7 +99,7 @@ pub async fn claim(
                 or (status = 'running' and heartbeat_at < now() - $3 * interval '1 second'))
            and attempts < max_attempts
          returning cycle_id, organization_id, model_type, attempts, max_attempts,
-                   exists(select 1 from organizations o where o.id = organization_id)",
+                   exists(select 1 from organizations o where o.id = organization_id) as org_exists",
     )
     .bind(job_id)
     .bind(worker)
@@ -98,22 +107,28 @@ pub async fn claim(
     .fetch_optional(pool)
     .await?;
     if let Some(r) = row {
-        let model_type: String = r.get(2);
         return Ok(Claim::Claimed(ClaimedJob {
             job_id,
-            cycle_id: CycleId(r.get(0)),
-            org_id: OrgId(r.get(1)),
-            model_type: model_type
-                .parse()
-                .expect("the schema only admits known model types"),
-            attempt: r.get(3),
-            max_attempts: r.get(4),
-            org_exists: r.get(5),
+            cycle_id: r.cycle_id,
+            org_id: r.organization_id,
+            model_type: r.model_type,
+            attempt: r.attempts,
+            max_attempts: r.max_attempts,
+            org_exists: r.org_exists,
         }));
     }
 
-    let Some(r) = sqlx::query(
-        "select status, attempts, max_attempts, worker,
+    #[derive(sqlx::FromRow)]
+    struct Unclaimable {
+        status: JobStatus,
+        attempts: i32,
+        worker: Option<String>,
+        fresh: Option<bool>,
+        cycle_id: CycleId,
+        reason: Option<String>,
+    }
+    let Some(r) = sqlx::query_as::<_, Unclaimable>(
+        "select status, attempts, worker,
                 heartbeat_at >= now() - $2 * interval '1 second' as fresh, cycle_id, reason
          from ml_training_jobs where id = $1",
     )
@@ -124,20 +139,17 @@ pub async fn claim(
     else {
         return Ok(Claim::Unknown);
     };
-    let status: JobStatus = r.try_get(0)?;
-    let attempts: i32 = r.get(1);
-    let worker_name: Option<String> = r.get(3);
-    let fresh: Option<bool> = r.get(4);
+    let (status, attempts) = (r.status, r.attempts);
     match status {
         s if s.is_terminal() => Ok(Claim::AlreadyTerminal(s)),
-        JobStatus::Running if fresh == Some(true) => {
-            Ok(Claim::HeldElsewhere(worker_name.unwrap_or_default()))
+        JobStatus::Running if r.fresh == Some(true) => {
+            Ok(Claim::HeldElsewhere(r.worker.unwrap_or_default()))
         }
         _ => {
             // Live but out of attempts: every earlier attempt ended without a
             // result (its worker died or was killed), so stop here.
-            let cycle_id = CycleId(r.get(5));
-            let last: Option<String> = r.get(6);
+            let cycle_id = r.cycle_id;
+            let last = r.reason;
             let reason = format!(
                 "gave up after {attempts} attempts: {}",
                 last.unwrap_or_else(|| "each attempt ended without a result \
@@ -286,7 +298,7 @@ pub async fn top_up(
     if room <= 0 {
         return Ok(0);
     }
-    let rows = sqlx::query(
+    let rows = sqlx::query_as::<_, DeliveryRow>(
         "update ml_training_jobs set pushed_at = now()
          where id in (select id from ml_training_jobs
                       where status = 'queued' and pushed_at is null
@@ -297,7 +309,7 @@ pub async fn top_up(
     .bind(room)
     .fetch_all(&mut *tx)
     .await?;
-    let jobs: Vec<(TrainJob, i32)> = rows.iter().map(delivery_from_row).collect();
+    let jobs: Vec<(TrainJob, i32)> = rows.iter().map(DeliveryRow::delivery).collect();
     if !jobs.is_empty() {
         queue::push_jobs(conn, config, &jobs).await?;
     }
@@ -308,19 +320,28 @@ pub async fn top_up(
     Ok(jobs.len())
 }
 
-fn delivery_from_row(r: &sqlx::postgres::PgRow) -> (TrainJob, i32) {
-    let model_type: String = r.get(3);
-    (
-        TrainJob {
-            job_id: JobId(r.get(0)),
-            cycle_id: CycleId(r.get(1)),
-            org_id: OrgId(r.get(2)),
-            model_type: model_type
-                .parse()
-                .expect("the schema only admits known model types"),
-        },
-        r.get(4),
-    )
+/// A job row as it goes to Redis: the payload and its push sequence.
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    id: JobId,
+    cycle_id: CycleId,
+    organization_id: OrgId,
+    model_type: ModelType,
+    push_seq: i32,
+}
+
+impl DeliveryRow {
+    fn delivery(&self) -> (TrainJob, i32) {
+        (
+            TrainJob {
+                job_id: self.id,
+                cycle_id: self.cycle_id,
+                org_id: self.organization_id,
+                model_type: self.model_type,
+            },
+            self.push_seq,
+        )
+    }
 }
 
 /// Sweeper timing.
@@ -386,7 +407,7 @@ pub async fn sweep(
     // tried to claim the job) and acknowledged it. Whatever Redis holds about
     // the old delivery, the job gets a fresh one; the same pass deletes
     // payloads nothing refers to any more, so Redis stays bounded.
-    let pushed = sqlx::query(
+    let pushed = sqlx::query_as::<_, DeliveryRow>(
         "select id, cycle_id, organization_id, model_type, push_seq from ml_training_jobs
          where status = 'queued' and pushed_at is not null
            and pushed_at < now() - $1 * interval '1 second'
@@ -395,7 +416,7 @@ pub async fn sweep(
     .bind(settings.push_grace.as_secs_f64())
     .fetch_all(pool)
     .await?;
-    let pushed: Vec<_> = pushed.iter().map(delivery_from_row).collect();
+    let pushed: Vec<_> = pushed.iter().map(DeliveryRow::delivery).collect();
     let asked: Vec<(JobId, i32)> = pushed.iter().map(|(j, seq)| (j.job_id, *seq)).collect();
     let seen = queue::reconcile(conn, config, &asked).await?;
     report.garbage = seen.garbage + seen.dangling;
@@ -406,7 +427,7 @@ pub async fn sweep(
         .map(|((job, _), _)| job.job_id.0)
         .collect();
     if !stale.is_empty() {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, DeliveryRow>(
             "update ml_training_jobs set push_seq = push_seq + 1, pushed_at = now()
              where id = any($1) and status = 'queued' and pushed_at is not null
              returning id, cycle_id, organization_id, model_type, push_seq",
@@ -414,7 +435,7 @@ pub async fn sweep(
         .bind(&stale)
         .fetch_all(pool)
         .await?;
-        let again: Vec<_> = rows.iter().map(delivery_from_row).collect();
+        let again: Vec<_> = rows.iter().map(DeliveryRow::delivery).collect();
         queue::push_jobs(conn, config, &again).await?;
         report.restored = again.len();
         if !again.is_empty() {
@@ -486,7 +507,7 @@ async fn release_expired(
         .map(|((id, _), _)| *id)
         .collect();
     let ids: Vec<uuid::Uuid> = expired.iter().map(|(id, _)| *id).collect();
-    let released = sqlx::query(
+    let released = sqlx::query_as::<_, DeliveryRow>(
         "update ml_training_jobs
          set status = 'queued', attempts = attempts - (id = any($3))::int,
              push_seq = push_seq + 1, pushed_at = now(), worker = null, heartbeat_at = null
@@ -499,7 +520,7 @@ async fn release_expired(
     .bind(&handed)
     .fetch_all(pool)
     .await?;
-    let released: Vec<_> = released.iter().map(delivery_from_row).collect();
+    let released: Vec<_> = released.iter().map(DeliveryRow::delivery).collect();
     if !released.is_empty() {
         queue::push_jobs(conn, config, &released).await?;
         tracing::warn!(

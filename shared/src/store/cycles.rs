@@ -8,7 +8,8 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
-use crate::domain::{CycleId, JobId, ModelType, OrgId};
+pub use crate::domain::CycleKind;
+use crate::domain::{CycleId, CycleStatus, DataColumn, JobId, JobStatus, ModelType, OrgId};
 
 /// Errors of cycle operations.
 #[derive(Debug, thiserror::Error)]
@@ -20,22 +21,6 @@ pub enum CycleError {
     UnknownCycle(CycleId),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CycleKind {
-    Monthly,
-    Adhoc,
-}
-
-impl CycleKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            CycleKind::Monthly => "monthly",
-            CycleKind::Adhoc => "adhoc",
-        }
-    }
 }
 
 /// What a new cycle covers and how it is run.
@@ -75,13 +60,15 @@ pub enum CreateOutcome {
 }
 
 /// A queued or running job; there is at most one per (organization, model type).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct LiveJob {
+    #[sqlx(rename = "id")]
     pub job_id: JobId,
     pub cycle_id: CycleId,
+    #[sqlx(rename = "organization_id")]
     pub org_id: OrgId,
     pub model_type: ModelType,
-    pub status: String,
+    pub status: JobStatus,
 }
 
 /// The monthly cycle key of a tick, e.g. `2026-12`.
@@ -150,13 +137,14 @@ pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome
     // skip reason. One with enough rows is queued; if duplicates or gaps
     // leave it short after all, its worker records the job as `skipped`
     // with the exact figures.
-    let rows = sqlx::query(
-        "select o.id, coalesce(m.co2e_rows, 0), coalesce(m.energy_rows, 0), coalesce(m.any_rows, 0)
+    let rows: Vec<DataCounts> = sqlx::query_as(
+        "select o.id as organization_id, coalesce(m.co2e, 0) as co2e,
+                coalesce(m.energy, 0) as energy, coalesce(m.every_row, 0) as every_row
          from organizations o
          left join (select organization_id,
-                           count(*) filter (where co2e_kg is not null) as co2e_rows,
-                           count(*) filter (where category = 'energy' and value is not null) as energy_rows,
-                           count(*) as any_rows
+                           count(*) filter (where co2e_kg is not null) as co2e,
+                           count(*) filter (where category = 'energy' and value is not null) as energy,
+                           count(*) as every_row
                     from metrics_data
                     where ($1::uuid is null or organization_id = $1)
                     group by organization_id) m on m.organization_id = o.id
@@ -168,12 +156,18 @@ pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome
     .await?;
     let short: Vec<Uuid> = rows
         .iter()
-        .filter(|r| (1..=3).any(|i| r.get::<i64, _>(i) < new.min_days))
-        .map(|r| r.get(0))
+        .filter(|r| {
+            [r.co2e, r.energy, r.every_row]
+                .into_iter()
+                .any(|n| n < new.min_days)
+        })
+        .map(|r| r.organization_id)
         .collect();
-    let exact: std::collections::HashMap<Uuid, [i64; 3]> = sqlx::query(
+    let exact: std::collections::HashMap<Uuid, DataCounts> = sqlx::query_as::<_, DataCounts>(
         "select organization_id,
-                count(*) filter (where has_co2e), count(*) filter (where has_energy), count(*)
+                count(*) filter (where has_co2e) as co2e,
+                count(*) filter (where has_energy) as energy,
+                count(*) as every_row
          from (select organization_id, date,
                       bool_or(co2e_kg is not null) as has_co2e,
                       bool_or(category = 'energy' and value is not null) as has_energy
@@ -184,8 +178,8 @@ pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome
     .bind(&short)
     .fetch_all(&mut *tx)
     .await?
-    .iter()
-    .map(|r| (r.get(0), [r.get(1), r.get(2), r.get(3)]))
+    .into_iter()
+    .map(|d| (d.organization_id, d))
     .collect();
 
     let types: Vec<ModelType> = match new.model_type {
@@ -198,16 +192,12 @@ pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome
     let mut statuses = Vec::new();
     let mut reasons: Vec<Option<String>> = Vec::new();
     for row in &rows {
-        let org: Uuid = row.get(0);
+        let org = row.organization_id;
         for t in &types {
-            let column = match t {
-                ModelType::EmissionsForecast => 0,
-                ModelType::EnergyForecast => 1,
-                ModelType::AnomalyDetection => 2,
-            };
-            let usable_rows: i64 = row.get(column + 1);
+            let column = t.reads();
+            let usable_rows = row.of(column);
             let days = if usable_rows < new.min_days {
-                exact.get(&org).map_or(0, |d| d[column])
+                exact.get(&org).map_or(0, |d| d.of(column))
             } else {
                 usable_rows
             };
@@ -218,7 +208,7 @@ pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome
                 statuses.push("skipped".to_string());
                 reasons.push(Some(format!(
                     "insufficient data: {days} days with {} data, need {}",
-                    data_label(*t),
+                    t.reads().label(),
                     new.min_days
                 )));
             } else {
@@ -329,7 +319,7 @@ async fn live_jobs_of_pairs(
     orgs: &[Uuid],
     kinds: &[String],
 ) -> Result<Vec<LiveJob>, sqlx::Error> {
-    let rows = sqlx::query(
+    sqlx::query_as::<_, LiveJob>(
         "select j.id, j.cycle_id, j.organization_id, j.model_type, j.status
          from ml_training_jobs j
          join unnest($1::uuid[], $2::text[]) as u(org, kind)
@@ -340,27 +330,26 @@ async fn live_jobs_of_pairs(
     .bind(orgs)
     .bind(kinds)
     .fetch_all(conn)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| LiveJob {
-            job_id: JobId(r.get("id")),
-            cycle_id: CycleId(r.get("cycle_id")),
-            org_id: OrgId(r.get("organization_id")),
-            model_type: r
-                .get::<String, _>("model_type")
-                .parse()
-                .expect("the schema only admits known model types"),
-            status: r.get("status"),
-        })
-        .collect())
+    .await
 }
 
-fn data_label(t: ModelType) -> &'static str {
-    match t {
-        ModelType::EmissionsForecast => "co2e_kg",
-        ModelType::EnergyForecast => "energy value",
-        ModelType::AnomalyDetection => "any",
+/// Rows (or, for the short ones, days) with data per organization, by the
+/// part of the data each model type reads.
+#[derive(sqlx::FromRow)]
+struct DataCounts {
+    organization_id: Uuid,
+    co2e: i64,
+    energy: i64,
+    every_row: i64,
+}
+
+impl DataCounts {
+    fn of(&self, column: DataColumn) -> i64 {
+        match column {
+            DataColumn::Co2eKg => self.co2e,
+            DataColumn::EnergyValue => self.energy,
+            DataColumn::EveryRow => self.every_row,
+        }
     }
 }
 
@@ -685,13 +674,13 @@ pub async fn time_out_overdue(pool: &PgPool) -> Result<usize, sqlx::Error> {
 }
 
 /// One row of `cycles`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct CycleSummary {
     pub id: CycleId,
     pub cycle_key: String,
-    pub kind: String,
+    pub kind: CycleKind,
     pub cycle_date: DateTime<Utc>,
-    pub status: String,
+    pub status: CycleStatus,
     pub total_jobs: i32,
     pub successful_models: i32,
     pub failed_models: i32,
@@ -710,52 +699,32 @@ macro_rules! summary_select {
     };
 }
 
-fn summary_from_row(r: &sqlx::postgres::PgRow) -> CycleSummary {
-    CycleSummary {
-        id: CycleId(r.get("id")),
-        cycle_key: r.get("cycle_key"),
-        kind: r.get("kind"),
-        cycle_date: r.get("cycle_date"),
-        status: r.get("status"),
-        total_jobs: r.get("total_jobs"),
-        successful_models: r.get("successful_models"),
-        failed_models: r.get("failed_models"),
-        skipped_models: r.get("skipped_models"),
-        promoted_models: r.get("promoted_models"),
-        started_at: r.get("started_at"),
-        finished_at: r.get("finished_at"),
-        total_time_minutes: r.get("total_time_minutes"),
-    }
-}
-
 pub async fn recent_cycles(pool: &PgPool, limit: i64) -> Result<Vec<CycleSummary>, sqlx::Error> {
-    let rows = sqlx::query(concat!(
+    sqlx::query_as(concat!(
         summary_select!(),
         "order by started_at desc limit $1"
     ))
     .bind(limit)
     .fetch_all(pool)
-    .await?;
-    Ok(rows.iter().map(summary_from_row).collect())
+    .await
 }
 
 pub async fn cycle_summary(pool: &PgPool, id: CycleId) -> Result<CycleSummary, CycleError> {
-    let row = sqlx::query(concat!(summary_select!(), "where id = $1"))
+    sqlx::query_as(concat!(summary_select!(), "where id = $1"))
         .bind(id)
         .fetch_optional(pool)
         .await?
-        .ok_or(CycleError::UnknownCycle(id))?;
-    Ok(summary_from_row(&row))
+        .ok_or(CycleError::UnknownCycle(id))
 }
 
 /// One job of a cycle, as `cycle ID` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct JobDetail {
     pub id: JobId,
     pub organization_id: OrgId,
     pub organization: Option<String>,
-    pub model_type: String,
-    pub status: String,
+    pub model_type: ModelType,
+    pub status: JobStatus,
     pub attempts: i32,
     pub duration_seconds: Option<f64>,
     pub train_seconds: Option<f64>,
@@ -767,10 +736,12 @@ pub struct JobDetail {
 }
 
 pub async fn cycle_jobs(pool: &PgPool, id: CycleId) -> Result<Vec<JobDetail>, sqlx::Error> {
-    let rows = sqlx::query(
-        "select j.id, j.organization_id, o.name, j.model_type, j.status, j.attempts,
-                extract(epoch from (j.finished_at - j.started_at))::double precision as duration,
-                j.train_seconds, j.champion_algorithm, j.accuracy, j.promoted, j.reason, j.worker
+    sqlx::query_as(
+        "select j.id, j.organization_id, o.name as organization, j.model_type, j.status,
+                j.attempts,
+                extract(epoch from (j.finished_at - j.started_at))::float8 as duration_seconds,
+                j.train_seconds, j.champion_algorithm as algorithm, j.accuracy, j.promoted,
+                j.reason, j.worker
          from ml_training_jobs j
          left join organizations o on o.id = j.organization_id
          where j.cycle_id = $1
@@ -778,23 +749,5 @@ pub async fn cycle_jobs(pool: &PgPool, id: CycleId) -> Result<Vec<JobDetail>, sq
     )
     .bind(id)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| JobDetail {
-            id: JobId(r.get(0)),
-            organization_id: OrgId(r.get(1)),
-            organization: r.get(2),
-            model_type: r.get(3),
-            status: r.get(4),
-            attempts: r.get(5),
-            duration_seconds: r.get(6),
-            train_seconds: r.get(7),
-            algorithm: r.get(8),
-            accuracy: r.get(9),
-            promoted: r.get(10),
-            reason: r.get(11),
-            worker: r.get(12),
-        })
-        .collect())
+    .await
 }
