@@ -98,6 +98,15 @@ pub struct EvalArgs {
     #[arg(long, value_delimiter = ',')]
     pub exclude: Vec<String>,
 
+    /// Members of the combination candidate (default: the production
+    /// setting); for choosing the setting on this evaluation.
+    #[arg(long)]
+    pub combination_k: Option<usize>,
+
+    /// Rule of the combination candidate: inverse_mae, mean or median.
+    #[arg(long)]
+    pub combination_rule: Option<String>,
+
     /// Print one JSON document on stdout instead of the tables.
     #[arg(long)]
     pub json: bool,
@@ -632,6 +641,13 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<EvalReport> {
         ..TrainSettings::default()
     };
     settings.exclude = args.exclude.clone();
+    if let Some(k) = args.combination_k {
+        settings.combination.k = k;
+    }
+    if let Some(rule) = &args.combination_rule {
+        settings.combination.rule = serde_json::from_value(serde_json::Value::String(rule.clone()))
+            .with_context(|| format!("unknown combination rule `{rule}`"))?;
+    }
     let epochs = args.epochs.or(args.quick.then_some(QUICK_LSTM_EPOCHS));
     apply_epoch_overrides(&mut settings, epochs, None);
 

@@ -79,7 +79,8 @@ fn every_forecast_artifact_round_trips_to_the_same_scores_and_forecast() {
     let champion = outcome.champion();
     let (forecast, _) = predict(&champion.artifact, &req).unwrap();
     assert_eq!(forecast, outcome.forecast);
-    // Every forecast day has nested intervals around its value.
+    // Every forecast day has nested intervals (on this unbiased series,
+    // around its value).
     assert_eq!(forecast.len(), 30);
     for p in &forecast {
         let (l95, l80, u80, u95) = (
