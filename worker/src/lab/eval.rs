@@ -431,7 +431,7 @@ pub fn run_fold(
     let outcome =
         train_model(&req, &mut |_| {}).with_context(|| format!("{} at {cutoff}", series.id))?;
     let seconds = t0.elapsed().as_secs_f64();
-    let holdout = holdout_forecast(&outcome.champion().artifact, &req)
+    let holdout = holdout_forecast(&outcome.champion().artifact, &req, true)
         .with_context(|| format!("{} at {cutoff}: the champion's holdout forecast", series.id))?;
     let actual: BTreeMap<NaiveDate, f64> = req
         .rows

@@ -362,10 +362,13 @@ pub fn rescore(artifact_bytes: &[u8], req: &TrainRequest) -> Result<Metrics, Tra
 
 /// The holdout forecast of a stored forecaster (checksum verified): the
 /// predictions behind the holdout metrics [`train_model`] reported for it,
-/// dated, for plots and error analysis. Anomaly detectors have none.
+/// dated, for plots and error analysis, with their intervals (calibrated on
+/// the training days only) when `with_intervals`. Anomaly detectors have
+/// none.
 pub fn holdout_forecast(
     artifact_bytes: &[u8],
     req: &TrainRequest,
+    with_intervals: bool,
 ) -> Result<Vec<ForecastPoint>, TrainError> {
     let artifact = load_for(artifact_bytes, req)?;
     let Some(target) = target_of(req.model_type) else {
@@ -378,7 +381,7 @@ pub fn holdout_forecast(
         prep.train(),
         prep.series.start,
         prep.holdout_days,
-        &req.settings.intervals,
+        with_intervals.then_some(&req.settings.intervals),
     ))
 }
 
@@ -417,28 +420,31 @@ fn future_forecast(
         &prep.series.values,
         prep.series.start,
         settings.horizon,
-        &settings.intervals,
+        Some(&settings.intervals),
     )
 }
 
 /// `horizon` days after `history` (whose first day is `start`), dated, with
-/// the intervals calibrated on the same history's rolling forecasts.
+/// the intervals (when `config` is given) calibrated on the same history's
+/// rolling forecasts.
 fn dated_forecast(
     model: &ForecastModel,
     history: &[f64],
     start: NaiveDate,
     horizon: usize,
-    config: &IntervalConfig,
+    config: Option<&IntervalConfig>,
 ) -> Vec<ForecastPoint> {
     let point = model.forecast(history, start, horizon);
-    let calibration = intervals::calibrate(
-        history,
-        horizon,
-        config,
-        TrainSettings::MIN_FIT_DAYS,
-        |h, n| model.forecast(h, start, n),
-    );
-    let bands = intervals::bands(&point, &calibration, config);
+    let bands = config.and_then(|config| {
+        let calibration = intervals::calibrate(
+            history,
+            horizon,
+            config,
+            TrainSettings::MIN_FIT_DAYS,
+            |h, n| model.forecast(h, start, n),
+        );
+        intervals::bands(&point, &calibration, config)
+    });
     ForecastPoint::series(
         start + Duration::days(history.len() as i64),
         &point,

@@ -125,7 +125,7 @@ fn after_a_level_shift_the_forecast_follows_the_new_level() {
     let outcome = train_model(&req, &mut |_| {}).unwrap();
     let champion = outcome.champion();
     let actual = &values[870..];
-    let holdout = holdout_forecast(&champion.artifact, &req).unwrap();
+    let holdout = holdout_forecast(&champion.artifact, &req, false).unwrap();
     let mean = |xs: &mut dyn Iterator<Item = f64>| {
         let v: Vec<f64> = xs.collect();
         v.iter().sum::<f64>() / v.len() as f64

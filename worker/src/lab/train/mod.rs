@@ -67,7 +67,7 @@ pub fn run_train(
     };
     let outcome = train_model(&req, on_epoch).context("training failed")?;
     let holdout_prediction = if args.model.is_forecast() {
-        holdout_forecast(&outcome.champion().artifact, &req)
+        holdout_forecast(&outcome.champion().artifact, &req, false)
             .context("re-running the champion on the holdout")?
     } else {
         Vec::new()
