@@ -65,6 +65,23 @@ async fn a_full_cycle_with_two_workers_rolls_up_once_with_exact_counts() -> anyh
         }
     }
 
+    // Every forecast day carries its nested 80 % and 95 % intervals. (The
+    // conformal band need not contain the point forecast: a model that was
+    // biased on its calibration windows gets a band shifted the other way.)
+    let (rows, banded): (i64, i64) = sqlx::query_as(
+        "select count(*),
+                count(*) filter (where 0 <= lower_95 and lower_95 <= lower_80
+                                   and lower_80 <= upper_80 and upper_80 <= upper_95)
+         from ml_predictions",
+    )
+    .fetch_one(&env.pool)
+    .await?;
+    assert_eq!(
+        (rows, banded),
+        (180, 180),
+        "6 forecasts × 30 days, all with intervals"
+    );
+
     // The dashboards' queries, unchanged.
     let active_models: Vec<(String, i32, f64, chrono::DateTime<chrono::Utc>, String)> =
         sqlx::query_as(

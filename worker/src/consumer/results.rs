@@ -317,8 +317,11 @@ pub async fn write_success(
     if !forecast.is_empty() {
         sqlx::query(
             "insert into ml_predictions
-                 (organization_id, model_type, model_id, job_id, prediction_date, predicted_value)
-             select $1, $2, $3, $4, u.d, u.v from unnest($5::date[], $6::float8[]) as u(d, v)",
+                 (organization_id, model_type, model_id, job_id, prediction_date, predicted_value,
+                  lower_80, upper_80, lower_95, upper_95)
+             select $1, $2, $3, $4, u.d, u.v, u.l80, u.u80, u.l95, u.u95
+             from unnest($5::date[], $6::float8[], $7::float8[], $8::float8[], $9::float8[],
+                         $10::float8[]) as u(d, v, l80, u80, l95, u95)",
         )
         .bind(org)
         .bind(model_type)
@@ -326,6 +329,10 @@ pub async fn write_success(
         .bind(job.job_id)
         .bind(forecast.iter().map(|p| p.date).collect::<Vec<_>>())
         .bind(forecast.iter().map(|p| p.value).collect::<Vec<_>>())
+        .bind(forecast.iter().map(|p| p.lower_80).collect::<Vec<_>>())
+        .bind(forecast.iter().map(|p| p.upper_80).collect::<Vec<_>>())
+        .bind(forecast.iter().map(|p| p.lower_95).collect::<Vec<_>>())
+        .bind(forecast.iter().map(|p| p.upper_95).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }

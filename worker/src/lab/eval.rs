@@ -1,11 +1,17 @@
 //! `trainyard-worker eval`: the honest evaluation on real data. Every real
-//! series of the shared data folder is cut at several origins (rolling
+//! series of the shared data folder is cut at many origins (rolling
 //! origin); each fold trains the whole pipeline on the history up to its
 //! origin and scores every candidate on the 30 days after it, exactly as a
-//! monthly run would. The origins are those of `reference_baselines.csv`
-//! (so statsforecast's and Prophet's published scores on the same windows
-//! can be compared), or the last three 30-day windows of a series without
-//! reference figures.
+//! monthly run would.
+//!
+//! The default schedule (`--origins monthly`) puts an origin at every month
+//! start from 2018-07 to 2020-12 for the ENTSO-E series and at every month
+//! start of the household's range that leaves 180 days of history and a
+//! whole holdout: 340 folds, so a method chosen on them cannot be tuned to
+//! a handful of windows by accident. The cut-offs of
+//! `reference_baselines.csv` are month starts too, so the same run also
+//! reports those 44 folds beside statsforecast's and Prophet's published
+//! scores. `--origins reference` runs those 44 folds only.
 //!
 //! A benchmark, not a test: it reads `../shared/data`, which CI and a user's
 //! clone do not have.
@@ -15,23 +21,45 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use chrono::{Duration, NaiveDate};
+use chrono::{Datelike, Duration, NaiveDate};
 use clap::Args;
 use serde::Serialize;
 use trainyard_shared::ModelType;
 
-use crate::training::{apply_epoch_overrides, train_model, RawRow, TrainRequest, TrainSettings};
+use crate::training::{
+    apply_epoch_overrides, holdout_forecast, intervals, train_model, RawRow, TrainRequest,
+    TrainSettings,
+};
 
 use super::train::parse_date;
 
 const HOLDOUT_DAYS: usize = 30;
 
+/// LSTM epochs of `--quick`.
+const QUICK_LSTM_EPOCHS: usize = 5;
+
+/// First and last monthly origin of the ENTSO-E series.
+const ENTSOE_FIRST_ORIGIN: (i32, u32) = (2018, 7);
+const ENTSOE_LAST_ORIGIN: (i32, u32) = (2020, 12);
+
+/// Which cut-offs the folds use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origins {
+    /// A cut-off at every month start (the broad evaluation).
+    Monthly,
+    /// The cut-offs of reference_baselines.csv only (44 folds).
+    Reference,
+}
+
 /// Evaluate every candidate on the real series of the shared data folder
 /// with rolling-origin folds (30 days after each origin held out).
 #[derive(Debug, Clone, Args)]
 #[command(after_help = "\
-Example (from the repository root; about a minute per fold with the default 50 LSTM epochs):
-  trainyard-worker eval --data ../shared/data --epochs 10
+Examples (from the repository root):
+  trainyard-worker eval --data ../shared/data                 # 340 monthly folds, production settings
+  trainyard-worker eval --data ../shared/data --quick         # every third month, LSTM 5 epochs
+  trainyard-worker eval --data ../shared/data --origins reference   # the 44 reference folds
 
 Series: gen_<CC> (generation_mwh, energy_forecast) and co2e_<CC> (co2e_t,
 emissions_forecast) for DE, ES, FR, GB, IT from entsoe_daily_dev.csv;
@@ -42,17 +70,42 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
 
-    /// LSTM epochs (default: the production 50).
+    /// LSTM epochs (default: the production 50; 5 with --quick).
     #[arg(long)]
     pub epochs: Option<usize>,
+
+    /// Fold origins: a month start every month (the broad evaluation) or
+    /// the reference cut-offs only.
+    #[arg(long, value_enum, default_value_t = Origins::Monthly)]
+    pub origins: Origins,
+
+    /// For iteration: every third monthly origin (the reference cut-offs
+    /// always included) and LSTM 5 epochs unless --epochs says otherwise.
+    #[arg(long)]
+    pub quick: bool,
 
     /// Only these series (comma-separated ids, e.g. gen_DE,uci_household_kwh).
     #[arg(long, value_delimiter = ',')]
     pub series: Vec<String>,
 
-    /// Folds per series when the reference file has no origins for it.
+    /// With --origins reference: folds per series when the reference file
+    /// has no origins for it (the last 30-day windows).
     #[arg(long, default_value_t = 3)]
     pub folds: usize,
+
+    /// Candidates not to train (e.g. `lstm`, or `mstl,stl_ets,combination`
+    /// for the build before those existed).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude: Vec<String>,
+
+    /// Members of the combination candidate (default: the production
+    /// setting); for choosing the setting on this evaluation.
+    #[arg(long)]
+    pub combination_k: Option<usize>,
+
+    /// Rule of the combination candidate: inverse_mae, mean or median.
+    #[arg(long)]
+    pub combination_rule: Option<String>,
 
     /// Print one JSON document on stdout instead of the tables.
     #[arg(long)]
@@ -85,6 +138,8 @@ pub struct Reference {
 #[derive(Debug, Clone, Serialize)]
 pub struct CandidateScore {
     pub algorithm: String,
+    /// Validation MAE (what the champion was chosen on).
+    pub validation_mae: f64,
     pub mae: f64,
     pub mape: Option<f64>,
     pub mase: Option<f64>,
@@ -97,6 +152,10 @@ pub struct Fold {
     pub cutoff: NaiveDate,
     pub champion: String,
     pub candidates: Vec<CandidateScore>,
+    /// Share of the holdout days inside the champion's 80 % and 95 %
+    /// intervals (absent when no interval could be calibrated).
+    pub coverage_80: Option<f64>,
+    pub coverage_95: Option<f64>,
     pub seconds: f64,
 }
 
@@ -141,6 +200,11 @@ pub struct Wins {
 #[derive(Debug, Clone, Serialize)]
 pub struct Section {
     pub name: String,
+    /// Champion's median MAPE over seasonal naive's (the target is ≤ 0.80).
+    pub champion_to_naive_mape: Option<f64>,
+    /// Share of all holdout days inside the champion's 80 % / 95 % interval.
+    pub coverage_80: Option<f64>,
+    pub coverage_95: Option<f64>,
     pub ours: Vec<Summary>,
     pub reference: Vec<Summary>,
     pub wins: Wins,
@@ -149,6 +213,8 @@ pub struct Section {
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
     pub data: PathBuf,
+    pub origins: Origins,
+    pub quick: bool,
     pub lstm_epochs: usize,
     pub holdout_days: usize,
     pub sections: Vec<Section>,
@@ -156,6 +222,8 @@ pub struct EvalReport {
     /// Largest |our seasonal naive MAPE − statsforecast's SeasonalNaive MAPE|
     /// over the shared windows: near 0 means the windows line up.
     pub seasonal_naive_check: Option<f64>,
+    /// Folds that could not be trained (series id, origin and why).
+    pub failed: Vec<String>,
     pub seconds: f64,
 }
 
@@ -251,10 +319,10 @@ pub fn load_references(dir: &Path) -> anyhow::Result<Vec<Reference>> {
     Ok(out)
 }
 
-/// The fold origins of a series: the reference cut-offs, or the last
+/// The reference cut-offs of a series, or (none published) the last
 /// `folds` 30-day windows. The origin is the last training day (as in
 /// statsforecast's cross-validation), the holdout the 30 days after it.
-fn origins(series: &Series, references: &[Reference], folds: usize) -> Vec<NaiveDate> {
+fn reference_origins(series: &Series, references: &[Reference], folds: usize) -> Vec<NaiveDate> {
     let mut cut: Vec<NaiveDate> = references
         .iter()
         .filter(|r| r.series == series.id)
@@ -270,6 +338,72 @@ fn origins(series: &Series, references: &[Reference], folds: usize) -> Vec<Naive
                 .collect();
         }
     }
+    cut
+}
+
+/// Month starts from `first` to `last` (both month starts), inclusive.
+fn month_starts(first: NaiveDate, last: NaiveDate) -> Vec<NaiveDate> {
+    let mut out = Vec::new();
+    let mut d = first;
+    while d <= last {
+        out.push(d);
+        d = d
+            .checked_add_months(chrono::Months::new(1))
+            .expect("dates stay in range");
+    }
+    out
+}
+
+/// The first month start on or after `d`.
+fn next_month_start(d: NaiveDate) -> NaiveDate {
+    let start = d.with_day(1).expect("day 1 exists");
+    if start == d {
+        d
+    } else {
+        start
+            .checked_add_months(chrono::Months::new(1))
+            .expect("dates stay in range")
+    }
+}
+
+/// The monthly origins of a series: ENTSO-E 2018-07 … 2020-12; any other
+/// series every month start that leaves `min_days` of history before it
+/// and a whole holdout after it. With `quick`, every third one (counted
+/// from the first), plus the reference cut-offs.
+fn monthly_origins(
+    series: &Series,
+    references: &[Reference],
+    min_days: usize,
+    quick: bool,
+) -> Vec<NaiveDate> {
+    let (Some(first), Some(last)) = (
+        series.rows.iter().map(|r| r.date).min(),
+        series.rows.iter().map(|r| r.date).max(),
+    ) else {
+        return Vec::new();
+    };
+    let ym = |(y, m): (i32, u32)| NaiveDate::from_ymd_opt(y, m, 1).expect("a valid month");
+    let (lo, hi) = if series.id.starts_with("gen_") || series.id.starts_with("co2e_") {
+        (ym(ENTSOE_FIRST_ORIGIN), ym(ENTSOE_LAST_ORIGIN))
+    } else {
+        let lo = next_month_start(first + Duration::days(min_days as i64));
+        let end = last - Duration::days(HOLDOUT_DAYS as i64);
+        (lo, end.with_day(1).expect("day 1 exists"))
+    };
+    let lo = lo.max(next_month_start(first + Duration::days(min_days as i64)));
+    let all = month_starts(lo, hi)
+        .into_iter()
+        .filter(|d| *d + Duration::days(HOLDOUT_DAYS as i64) <= last);
+    let mut cut: Vec<NaiveDate> = if quick {
+        let refs = reference_origins(series, references, 0);
+        all.enumerate()
+            .filter(|(i, d)| i % 3 == 0 || refs.contains(d))
+            .map(|(_, d)| d)
+            .collect()
+    } else {
+        all.collect()
+    };
+    cut.dedup();
     cut
 }
 
@@ -296,6 +430,34 @@ pub fn run_fold(
     let t0 = Instant::now();
     let outcome =
         train_model(&req, &mut |_| {}).with_context(|| format!("{} at {cutoff}", series.id))?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let holdout = holdout_forecast(&outcome.champion().artifact, &req, true)
+        .with_context(|| format!("{} at {cutoff}: the champion's holdout forecast", series.id))?;
+    let actual: BTreeMap<NaiveDate, f64> = req
+        .rows
+        .iter()
+        .filter(|r| r.date > cutoff)
+        .map(|r| (r.date, r.value.max(r.co2e_kg)))
+        .collect();
+    let (mut actuals, mut bands) = (Vec::new(), Vec::new());
+    for p in &holdout {
+        if let (Some(a), Some(lower_80), Some(upper_80), Some(lower_95), Some(upper_95)) = (
+            actual.get(&p.date),
+            p.lower_80,
+            p.upper_80,
+            p.lower_95,
+            p.upper_95,
+        ) {
+            actuals.push(*a);
+            bands.push(intervals::Band {
+                lower_80,
+                upper_80,
+                lower_95,
+                upper_95,
+            });
+        }
+    }
+    let coverage = (!bands.is_empty()).then(|| intervals::coverage(&actuals, &bands));
     anyhow::ensure!(
         outcome.data.holdout.start == cutoff + Duration::days(1),
         "{} at {cutoff}: the holdout starts on {}, not the day after the origin (missing days at the end?)",
@@ -311,12 +473,15 @@ pub fn run_fold(
             .iter()
             .map(|c| CandidateScore {
                 algorithm: c.algorithm.clone(),
+                validation_mae: c.validation.mae,
                 mae: c.metrics.mae,
                 mape: c.metrics.mape,
                 mase: c.metrics.mase,
             })
             .collect(),
-        seconds: t0.elapsed().as_secs_f64(),
+        coverage_80: coverage.map(|c| c.0),
+        coverage_95: coverage.map(|c| c.1),
+        seconds,
     })
 }
 
@@ -418,8 +583,21 @@ fn summarize(name: &str, folds: &[&Fold], references: &[Reference]) -> Section {
     for f in folds {
         *champion_counts.entry(f.champion.clone()).or_insert(0) += 1;
     }
+    let mape_of = |m: &str| {
+        ours.iter()
+            .find(|s| s.model == m)
+            .and_then(|s| s.median_mape)
+    };
+    let champion_to_naive_mape = match (mape_of("champion"), mape_of("seasonal_naive")) {
+        (Some(c), Some(n)) if n > 0.0 => Some(c / n),
+        _ => None,
+    };
+    let mean_of = |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
     Section {
         name: name.to_string(),
+        champion_to_naive_mape,
+        coverage_80: mean_of(folds.iter().filter_map(|f| f.coverage_80).collect()),
+        coverage_95: mean_of(folds.iter().filter_map(|f| f.coverage_95).collect()),
         ours,
         reference,
         wins: Wins {
@@ -462,19 +640,43 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<EvalReport> {
         holdout_days: HOLDOUT_DAYS,
         ..TrainSettings::default()
     };
-    apply_epoch_overrides(&mut settings, args.epochs, None);
+    settings.exclude = args.exclude.clone();
+    if let Some(k) = args.combination_k {
+        settings.combination.k = k;
+    }
+    if let Some(rule) = &args.combination_rule {
+        settings.combination.rule = serde_json::from_value(serde_json::Value::String(rule.clone()))
+            .with_context(|| format!("unknown combination rule `{rule}`"))?;
+    }
+    let epochs = args.epochs.or(args.quick.then_some(QUICK_LSTM_EPOCHS));
+    apply_epoch_overrides(&mut settings, epochs, None);
 
     let plan: Vec<(&Series, NaiveDate)> = series
         .iter()
         .flat_map(|s| {
-            origins(s, &references, args.folds)
-                .into_iter()
-                .map(move |c| (s, c))
+            let cut = match args.origins {
+                Origins::Monthly => monthly_origins(s, &references, settings.min_days, args.quick),
+                Origins::Reference => reference_origins(s, &references, args.folds),
+            };
+            cut.into_iter().map(move |c| (s, c))
         })
         .collect();
     let mut folds = Vec::new();
+    let mut failed = Vec::new();
     for (i, (s, cutoff)) in plan.iter().enumerate() {
-        let fold = run_fold(s, *cutoff, &settings, args.seed)?;
+        let fold = match run_fold(s, *cutoff, &settings, args.seed) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!(
+                    "[{}/{}] {} origin {cutoff}: failed: {e:#}",
+                    i + 1,
+                    plan.len(),
+                    s.id
+                );
+                failed.push(format!("{} at {cutoff}: {e:#}", s.id));
+                continue;
+            }
+        };
         let fmt = |c: &CandidateScore| {
             format!(
                 "{} {}",
@@ -511,6 +713,37 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<EvalReport> {
         &folds.iter().collect::<Vec<_>>(),
         &references,
     ));
+    if args.origins == Origins::Monthly {
+        let on_reference: Vec<&Fold> = folds
+            .iter()
+            .filter(|f| {
+                references
+                    .iter()
+                    .any(|r| r.series == f.series && r.cutoff == f.cutoff)
+            })
+            .collect();
+        if !on_reference.is_empty() {
+            sections.push(summarize(
+                "reference folds (cut-offs of reference_baselines.csv)",
+                &on_reference,
+                &references,
+            ));
+        }
+        let lockdown: Vec<&Fold> = folds
+            .iter()
+            .filter(|f| {
+                f.cutoff == NaiveDate::from_ymd_opt(2020, 3, 1).expect("valid")
+                    || f.cutoff == NaiveDate::from_ymd_opt(2020, 4, 1).expect("valid")
+            })
+            .collect();
+        if !lockdown.is_empty() {
+            sections.push(summarize(
+                "level shift: origins 2020-03-01 and 2020-04-01",
+                &lockdown,
+                &references,
+            ));
+        }
+    }
 
     let seasonal_naive_check = folds
         .iter()
@@ -525,11 +758,14 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<EvalReport> {
 
     Ok(EvalReport {
         data: args.data.clone(),
+        origins: args.origins,
+        quick: args.quick,
         lstm_epochs: settings.lstm.epochs,
         holdout_days: HOLDOUT_DAYS,
         sections,
         folds,
         seasonal_naive_check,
+        failed,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
@@ -545,7 +781,9 @@ pub fn render(report: &EvalReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "rolling-origin evaluation: {} folds, {}-day holdout after each origin, LSTM {} epochs, {:.0} s",
+        "rolling-origin evaluation ({:?} origins{}): {} folds, {}-day holdout after each origin, LSTM {} epochs, {:.0} s",
+        report.origins,
+        if report.quick { ", quick" } else { "" },
         report.folds.len(),
         report.holdout_days,
         report.lstm_epochs,
@@ -556,6 +794,9 @@ pub fn render(report: &EvalReport) -> String {
             out,
             "window check: our seasonal naive vs statsforecast SeasonalNaive MAPE, largest difference {d:.3} points"
         );
+    }
+    for f in &report.failed {
+        let _ = writeln!(out, "failed fold: {f}");
     }
     for s in &report.sections {
         let _ = writeln!(out, "\n== {} ({} folds)", s.name, s.wins.folds);
@@ -585,10 +826,16 @@ pub fn render(report: &EvalReport) -> String {
             );
         }
         let w = &s.wins;
+        if let Some(r) = s.champion_to_naive_mape {
+            let _ = writeln!(out, "  champion median MAPE / seasonal naive's: {r:.3}");
+        }
         let _ = write!(
             out,
-            "  champion beats seasonal naive (holdout MAE) in {}/{} folds (seasonal naive was the champion in {})",
-            w.champion_beats_seasonal_naive, w.folds, w.champion_is_seasonal_naive
+            "  champion beats seasonal naive (holdout MAE) in {}/{} folds ({:.1} %; seasonal naive was the champion in {})",
+            w.champion_beats_seasonal_naive,
+            w.folds,
+            100.0 * w.champion_beats_seasonal_naive as f64 / w.folds.max(1) as f64,
+            w.champion_is_seasonal_naive
         );
         if let Some(p) = w.champion_beats_prophet {
             let _ = write!(out, "; beats Prophet's MAPE in {p}/{}", w.folds);
@@ -599,6 +846,14 @@ pub fn render(report: &EvalReport) -> String {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         let _ = writeln!(out, "\n  champions: {}", counts.join(", "));
+        if let (Some(c80), Some(c95)) = (s.coverage_80, s.coverage_95) {
+            let _ = writeln!(
+                out,
+                "  interval coverage: 80 % band {:.1} %, 95 % band {:.1} %",
+                100.0 * c80,
+                100.0 * c95
+            );
+        }
     }
     out
 }
@@ -623,5 +878,40 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
         assert_eq!(median(vec![f64::NAN]), None);
+    }
+
+    fn daily(id: &str, first: NaiveDate, days: i64) -> Series {
+        Series {
+            id: id.into(),
+            model_type: ModelType::EnergyForecast,
+            rows: (0..days)
+                .map(|i| daily_row(ModelType::EnergyForecast, first + Duration::days(i), 1.0))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn monthly_origins_cover_every_month_start_that_leaves_history_and_a_holdout() {
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        let entsoe = daily("gen_XX", d(2017, 1, 1), 1461);
+        let cut = monthly_origins(&entsoe, &[], 180, false);
+        assert_eq!(cut.len(), 30);
+        assert_eq!((cut[0], cut[29]), (d(2018, 7, 1), d(2020, 12, 1)));
+        // The household: 2006-12-17 … 2010-11-25.
+        let house = daily("uci_household_kwh", d(2006, 12, 17), 1440);
+        let cut = monthly_origins(&house, &[], 180, false);
+        assert_eq!(cut.first(), Some(&d(2007, 7, 1)));
+        assert_eq!(cut.last(), Some(&d(2010, 10, 1)));
+        assert_eq!(cut.len(), 40);
+        let reference = Reference {
+            series: "uci_household_kwh".into(),
+            cutoff: d(2009, 12, 1),
+            model: "Prophet".into(),
+            mape: 1.0,
+            mase: 1.0,
+        };
+        let quick = monthly_origins(&house, &[reference], 180, true);
+        assert!(quick.contains(&d(2007, 7, 1)) && quick.contains(&d(2009, 12, 1)));
+        assert_eq!(quick.len(), 15);
     }
 }

@@ -26,6 +26,10 @@ pub struct PlotData {
     pub holdout: Vec<(NaiveDate, f64)>,
     pub holdout_prediction: Vec<(NaiveDate, f64)>,
     pub forecast: Vec<(NaiveDate, f64)>,
+    /// The forecast's 80 % and 95 % intervals (date, lower, upper), drawn
+    /// as shaded bands.
+    pub band_80: Vec<(NaiveDate, f64, f64)>,
+    pub band_95: Vec<(NaiveDate, f64, f64)>,
     /// Flagged rows (anomaly detection), drawn as red dots.
     pub anomalies: Vec<(NaiveDate, f64)>,
 }
@@ -75,6 +79,13 @@ pub fn write_png(path: &Path, data: &PlotData) -> anyhow::Result<()> {
     let prediction = shown(&data.holdout_prediction);
     let forecast = shown(&data.forecast);
     let anomalies = shown(&data.anomalies);
+    let band = |b: &[(NaiveDate, f64, f64)]| -> Vec<(f64, f64, f64)> {
+        b.iter()
+            .filter(|p| p.0 >= first && p.1.is_finite() && p.2.is_finite())
+            .map(|p| ((p.0 - first).num_days() as f64, p.1, p.2))
+            .collect()
+    };
+    let (band_80, band_95) = (band(&data.band_80), band(&data.band_95));
     let ys = || {
         history
             .iter()
@@ -83,6 +94,7 @@ pub fn write_png(path: &Path, data: &PlotData) -> anyhow::Result<()> {
             .chain(&forecast)
             .chain(&anomalies)
             .map(|p| p.1)
+            .chain(band_95.iter().flat_map(|b| [b.1, b.2]))
     };
     let lo = ys().fold(f64::INFINITY, f64::min);
     let hi = ys().fold(f64::NEG_INFINITY, f64::max);
@@ -110,6 +122,25 @@ pub fn write_png(path: &Path, data: &PlotData) -> anyhow::Result<()> {
         .draw()
         .context("drawing the axes")?;
 
+    for (label, b, alpha) in [
+        ("95 % interval", &band_95, 0.15),
+        ("80 % interval", &band_80, 0.3),
+    ] {
+        if b.is_empty() {
+            continue;
+        }
+        let outline: Vec<(f64, f64)> = b
+            .iter()
+            .map(|p| (p.0, p.2))
+            .chain(b.iter().rev().map(|p| (p.0, p.1)))
+            .collect();
+        let fill = RGBColor(0, 90, 200).mix(alpha);
+        chart
+            .draw_series(std::iter::once(Polygon::new(outline, fill.filled())))
+            .with_context(|| format!("drawing the {label}"))?
+            .label(label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], fill.filled()));
+    }
     let series = [
         ("history", &history, RGBColor(90, 90, 90)),
         ("holdout (actual)", &holdout, RGBColor(0, 0, 0)),
@@ -169,6 +200,12 @@ mod tests {
             holdout: (400..430).map(|i| (day(i), wave(i))).collect(),
             holdout_prediction: (400..430).map(|i| (day(i), wave(i) + 3.0)).collect(),
             forecast: (430..460).map(|i| (day(i), wave(i))).collect(),
+            band_80: (430..460)
+                .map(|i| (day(i), wave(i) - 5.0, wave(i) + 5.0))
+                .collect(),
+            band_95: (430..460)
+                .map(|i| (day(i), wave(i) - 9.0, wave(i) + 9.0))
+                .collect(),
             anomalies: vec![(day(420), 170.0)],
         };
         let path = std::env::temp_dir().join(format!(

@@ -14,8 +14,10 @@
 pub(crate) mod anomaly;
 pub(crate) mod artifact;
 pub(crate) mod challengers;
+pub(crate) mod combination;
 pub mod data;
 pub(crate) mod forecast;
+pub(crate) mod intervals;
 pub(crate) mod metrics;
 pub(crate) mod neural;
 pub(crate) mod pipeline;

@@ -43,14 +43,17 @@ use super::anomaly::{train_autoencoder, AutoencoderConfig, TrainedAutoencoder};
 use super::artifact::{
     self, Artifact, ArtifactError, ArtifactHeader, Normalization, TrainingWindow,
 };
+use super::challengers::decomposition::{Decomposition, DecompositionConfig};
 use super::challengers::pca::{PcaConfig, PcaDetector};
 use super::challengers::seasonal_naive::SeasonalNaive;
 use super::challengers::seasonal_regression::{SeasonalRegression, SeasonalRegressionConfig};
 use super::challengers::ChallengerError;
+use super::combination::{self, CombinationConfig, CombinationRule};
 use super::data::{
     self, DataError, DataReport, FeatureRow, PrepSettings, PreparedSeries, RawRow, Scaler, Target,
 };
 use super::forecast::{train_forecaster, LstmConfig, TrainedForecaster};
+use super::intervals::{self, Band, IntervalConfig};
 use super::metrics::{self, Metrics};
 use super::progress::EpochReport;
 
@@ -122,6 +125,18 @@ pub struct TrainSettings {
     /// history.
     pub max_gap_days: usize,
     pub seasonal_regression: SeasonalRegressionConfig,
+    /// `mstl`: MSTL (weekly + yearly) + AutoETS.
+    #[serde(default = "DecompositionConfig::mstl")]
+    pub mstl: DecompositionConfig,
+    /// `stl_ets`: STL (weekly) + AutoETS.
+    #[serde(default = "DecompositionConfig::stl_ets")]
+    pub stl_ets: DecompositionConfig,
+    /// The `combination` candidate (forecasts).
+    #[serde(default)]
+    pub combination: CombinationConfig,
+    /// Prediction intervals of the forecasts.
+    #[serde(default)]
+    pub intervals: IntervalConfig,
     pub pca: PcaConfig,
     /// The LSTM forecaster (seed architecture by default).
     pub lstm: LstmConfig,
@@ -147,6 +162,10 @@ impl Default for TrainSettings {
             horizon: 30,
             max_gap_days: 7,
             seasonal_regression: SeasonalRegressionConfig::default(),
+            mstl: DecompositionConfig::mstl(),
+            stl_ets: DecompositionConfig::stl_ets(),
+            combination: CombinationConfig::default(),
+            intervals: IntervalConfig::default(),
             pca: PcaConfig::default(),
             lstm: LstmConfig::default(),
             autoencoder: AutoencoderConfig::default(),
@@ -211,11 +230,43 @@ pub struct TrainRequest {
     pub seed: u64,
 }
 
-/// One forecast day, in the series' units.
+/// One forecast day, in the series' units, with its 80 % and 95 %
+/// prediction interval (see [`intervals`]; absent when the history was too
+/// short to calibrate one).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ForecastPoint {
     pub date: NaiveDate,
     pub value: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower_80: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_80: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower_95: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_95: Option<f64>,
+}
+
+impl ForecastPoint {
+    /// Dated points from consecutive values starting on `first`, with bands
+    /// when there are any.
+    fn series(first: NaiveDate, values: &[f64], bands: Option<&[Band]>) -> Vec<ForecastPoint> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(h, &value)| {
+                let band = bands.and_then(|b| b.get(h));
+                ForecastPoint {
+                    date: first + Duration::days(h as i64),
+                    value,
+                    lower_80: band.map(|b| b.lower_80),
+                    upper_80: band.map(|b| b.upper_80),
+                    lower_95: band.map(|b| b.lower_95),
+                    upper_95: band.map(|b| b.upper_95),
+                }
+            })
+            .collect()
+    }
 }
 
 /// The champion's verdict on one row.
@@ -311,10 +362,13 @@ pub fn rescore(artifact_bytes: &[u8], req: &TrainRequest) -> Result<Metrics, Tra
 
 /// The holdout forecast of a stored forecaster (checksum verified): the
 /// predictions behind the holdout metrics [`train_model`] reported for it,
-/// dated, for plots and error analysis. Anomaly detectors have none.
+/// dated, for plots and error analysis, with their intervals (calibrated on
+/// the training days only) when `with_intervals`. Anomaly detectors have
+/// none.
 pub fn holdout_forecast(
     artifact_bytes: &[u8],
     req: &TrainRequest,
+    with_intervals: bool,
 ) -> Result<Vec<ForecastPoint>, TrainError> {
     let artifact = load_for(artifact_bytes, req)?;
     let Some(target) = target_of(req.model_type) else {
@@ -322,16 +376,13 @@ pub fn holdout_forecast(
     };
     let prep = data::prepare_series(&req.rows, target, &req.settings.prep())?;
     let model = ForecastModel::load(&artifact)?;
-    let first = prep.report.holdout.start;
-    Ok(model
-        .forecast(prep.train(), prep.series.start, prep.holdout_days)
-        .into_iter()
-        .enumerate()
-        .map(|(h, value)| ForecastPoint {
-            date: first + Duration::days(h as i64),
-            value,
-        })
-        .collect())
+    Ok(dated_forecast(
+        &model,
+        prep.train(),
+        prep.series.start,
+        prep.holdout_days,
+        with_intervals.then_some(&req.settings.intervals),
+    ))
 }
 
 /// What a stored model (checksum verified) predicts on the request's data:
@@ -347,10 +398,7 @@ pub fn predict(
         Some(target) => {
             let prep = data::prepare_series(&req.rows, target, &req.settings.prep())?;
             let model = ForecastModel::load(&artifact)?;
-            Ok((
-                future_forecast(&model, &prep, req.settings.horizon),
-                Vec::new(),
-            ))
+            Ok((future_forecast(&model, &prep, &req.settings), Vec::new()))
         }
         None => {
             let prep = data::prepare_rows(&req.rows, &req.settings.prep())?;
@@ -360,22 +408,48 @@ pub fn predict(
     }
 }
 
-/// `horizon` days after the last day of the series, from the whole series.
+/// `settings.horizon` days after the last day of the series, from the
+/// whole series, with intervals.
 fn future_forecast(
     model: &ForecastModel,
     prep: &data::PreparedSeries,
-    horizon: usize,
+    settings: &TrainSettings,
 ) -> Vec<ForecastPoint> {
-    let last = prep.series.end();
-    model
-        .forecast(&prep.series.values, prep.series.start, horizon)
-        .into_iter()
-        .enumerate()
-        .map(|(h, value)| ForecastPoint {
-            date: last + Duration::days(h as i64 + 1),
-            value,
-        })
-        .collect()
+    dated_forecast(
+        model,
+        &prep.series.values,
+        prep.series.start,
+        settings.horizon,
+        Some(&settings.intervals),
+    )
+}
+
+/// `horizon` days after `history` (whose first day is `start`), dated, with
+/// the intervals (when `config` is given) calibrated on the same history's
+/// rolling forecasts.
+fn dated_forecast(
+    model: &ForecastModel,
+    history: &[f64],
+    start: NaiveDate,
+    horizon: usize,
+    config: Option<&IntervalConfig>,
+) -> Vec<ForecastPoint> {
+    let point = model.forecast(history, start, horizon);
+    let bands = config.and_then(|config| {
+        let calibration = intervals::calibrate(
+            history,
+            horizon,
+            config,
+            TrainSettings::MIN_FIT_DAYS,
+            |h, n| model.forecast(h, start, n),
+        );
+        intervals::bands(&point, &calibration, config)
+    });
+    ForecastPoint::series(
+        start + Duration::days(history.len() as i64),
+        &point,
+        bands.as_deref(),
+    )
 }
 
 /// Every prepared row's score and flag.
@@ -416,10 +490,21 @@ fn target_of(model_type: ModelType) -> Option<Target> {
     }
 }
 
+/// The forecast candidate that combines the best single candidates (see
+/// [`combination`]); it competes after them, so a tie goes to the single
+/// model.
+pub const COMBINATION: &str = "combination";
+
 /// Algorithms competing for a model type, in tie-break order.
 pub fn algorithms(model_type: ModelType) -> &'static [&'static str] {
     if model_type.is_forecast() {
-        &["lstm", "seasonal_regression", "seasonal_naive"]
+        &[
+            "lstm",
+            "seasonal_regression",
+            "mstl",
+            "stl_ets",
+            "seasonal_naive",
+        ]
     } else {
         &["autoencoder", "pca"]
     }
@@ -478,8 +563,35 @@ fn train_forecast(
         });
         models.push(model);
     }
+    if settings.includes(COMBINATION) {
+        let maes: Vec<f64> = candidates.iter().map(|c| c.validation.mae).collect();
+        let members = combination::select(&maes, &settings.combination);
+        if !members.is_empty() {
+            let t0 = Instant::now();
+            let model = ForecastModel::Combination {
+                rule: settings.combination.rule,
+                members: members
+                    .iter()
+                    .map(|&(i, w)| (models[i].clone(), w))
+                    .collect(),
+            };
+            let val_pred = model.forecast(fit, start, validation.len());
+            let validation_metrics = metrics::forecast(validation, &val_pred, val_scale);
+            let metrics = score_holdout(&model, &prep);
+            let bytes = model.to_artifact(req.model_type, window).to_bytes();
+            candidates.push(Candidate {
+                algorithm: COMBINATION.into(),
+                metrics,
+                validation: validation_metrics,
+                sha256: artifact::sha256_hex(&bytes),
+                artifact: bytes,
+                train_seconds: t0.elapsed().as_secs_f64(),
+            });
+            models.push(model);
+        }
+    }
     let champion = pick_champion(&candidates, |c| c.validation.mae, &skipped)?;
-    let forecast = future_forecast(&models[champion], &prep, settings.horizon);
+    let forecast = future_forecast(&models[champion], &prep, settings);
     Ok(TrainOutcome {
         candidates,
         champion,
@@ -490,6 +602,10 @@ fn train_forecast(
         skipped,
     })
 }
+
+#[cfg(test)]
+#[path = "pipeline_forecast_tests.rs"]
+mod forecast_tests;
 
 fn score_holdout(model: &ForecastModel, prep: &PreparedSeries) -> Metrics {
     let train = prep.train();
@@ -528,6 +644,13 @@ fn pick_champion(
 enum ForecastModel {
     SeasonalNaive(SeasonalNaive),
     SeasonalRegression(SeasonalRegression),
+    /// `mstl` or `stl_ets`: refitted on the history at every forecast.
+    Decomposition(Decomposition),
+    /// A fixed combination of fitted members with their weights.
+    Combination {
+        rule: CombinationRule,
+        members: Vec<(ForecastModel, f64)>,
+    },
     /// The LSTM works on standardized values (scaler fitted on the fit window).
     Lstm {
         model: std::sync::Arc<TrainedForecaster>,
@@ -556,6 +679,19 @@ impl ForecastModel {
                 })
             }
             "seasonal_naive" => Ok(ForecastModel::SeasonalNaive(SeasonalNaive::default())),
+            "mstl" | "stl_ets" => {
+                let config = if algorithm == "mstl" {
+                    settings.mstl
+                } else {
+                    settings.stl_ets
+                };
+                let model = Decomposition::new(config);
+                // The model has no weights: a failure shows when it forecasts.
+                model
+                    .forecast(fit, settings.validation_days)
+                    .map_err(|e| e.to_string())?;
+                Ok(ForecastModel::Decomposition(model))
+            }
             "seasonal_regression" => {
                 SeasonalRegression::fit(fit, start, &settings.seasonal_regression)
                     .map(ForecastModel::SeasonalRegression)
@@ -569,6 +705,9 @@ impl ForecastModel {
         match self {
             ForecastModel::SeasonalNaive(_) => "seasonal_naive",
             ForecastModel::SeasonalRegression(_) => "seasonal_regression",
+            ForecastModel::Decomposition(m) if m.config.yearly => "mstl",
+            ForecastModel::Decomposition(_) => "stl_ets",
+            ForecastModel::Combination { .. } => COMBINATION,
             ForecastModel::Lstm { .. } => "lstm",
         }
     }
@@ -577,6 +716,21 @@ impl ForecastModel {
         let raw = match self {
             ForecastModel::SeasonalNaive(m) => m.forecast(history, horizon),
             ForecastModel::SeasonalRegression(m) => m.forecast(history, start, horizon),
+            ForecastModel::Decomposition(m) => m.forecast(history, horizon).unwrap_or_else(|e| {
+                // Only a degenerate history (constant, too short) fails here,
+                // after the same model forecast the fitting window; repeating
+                // the last week is the safe answer.
+                tracing::warn!(error = %e, "decomposition failed, seasonal naive used");
+                SeasonalNaive::default().forecast(history, horizon)
+            }),
+            ForecastModel::Combination { rule, members } => {
+                let forecasts: Vec<Vec<f64>> = members
+                    .iter()
+                    .map(|(m, _)| m.forecast(history, start, horizon))
+                    .collect();
+                let weights: Vec<f64> = members.iter().map(|(_, w)| *w).collect();
+                combination::combine(*rule, &forecasts, &weights)
+            }
             ForecastModel::Lstm { model, scaler } => {
                 let normed: Vec<f32> = history.iter().map(|&x| scaler.apply(x) as f32).collect();
                 model
@@ -594,6 +748,23 @@ impl ForecastModel {
     fn to_artifact(&self, model_type: ModelType, window: TrainingWindow) -> Artifact {
         let (config, normalization, model) = match self {
             ForecastModel::SeasonalNaive(m) => (to_json(m), Normalization::None, Vec::new()),
+            ForecastModel::Decomposition(m) => {
+                (to_json(&m.config), Normalization::None, Vec::new())
+            }
+            ForecastModel::Combination { rule, members } => (
+                to_json(&CombinationHeader {
+                    rule: *rule,
+                    members: members.iter().map(|(m, _)| m.algorithm().into()).collect(),
+                    weights: members.iter().map(|(_, w)| *w).collect(),
+                }),
+                Normalization::None,
+                combination::pack(
+                    &members
+                        .iter()
+                        .map(|(m, _)| m.to_artifact(model_type, window).to_bytes())
+                        .collect::<Vec<_>>(),
+                ),
+            ),
             ForecastModel::SeasonalRegression(m) => (
                 to_json(&m.config),
                 Normalization::None,
@@ -622,6 +793,33 @@ impl ForecastModel {
         let h = &artifact.header;
         match h.algorithm.as_str() {
             "seasonal_naive" => Ok(ForecastModel::SeasonalNaive(from_json_value(&h.config)?)),
+            "mstl" | "stl_ets" => Ok(ForecastModel::Decomposition(Decomposition::new(
+                from_json_value(&h.config)?,
+            ))),
+            COMBINATION => {
+                let head: CombinationHeader = from_json_value(&h.config)?;
+                let blobs = combination::unpack(&artifact.model)
+                    .map_err(|e| TrainError::CorruptArtifact(format!("combination: {e}")))?;
+                if blobs.len() != head.weights.len() || blobs.len() != head.members.len() {
+                    return Err(TrainError::CorruptArtifact(
+                        "combination: members and weights disagree".into(),
+                    ));
+                }
+                let mut members = Vec::with_capacity(blobs.len());
+                for (blob, w) in blobs.iter().zip(&head.weights) {
+                    let member = Artifact::from_bytes(blob)?;
+                    if member.header.algorithm == COMBINATION {
+                        return Err(TrainError::CorruptArtifact(
+                            "combination: a member is itself a combination".into(),
+                        ));
+                    }
+                    members.push((ForecastModel::load(&member)?, *w));
+                }
+                Ok(ForecastModel::Combination {
+                    rule: head.rule,
+                    members,
+                })
+            }
             "seasonal_regression" => Ok(ForecastModel::SeasonalRegression(from_json_bytes(
                 &artifact.model,
             )?)),
@@ -643,6 +841,16 @@ impl ForecastModel {
             ))),
         }
     }
+}
+
+/// The header config of a combination artifact (the members' own
+/// artifacts are its model bytes, in the same order).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CombinationHeader {
+    rule: CombinationRule,
+    members: Vec<String>,
+    #[serde(with = "crate::training::artifact::exact_f64_vec")]
+    weights: Vec<f64>,
 }
 
 fn train_anomaly(

@@ -67,7 +67,7 @@ pub fn run_train(
     };
     let outcome = train_model(&req, on_epoch).context("training failed")?;
     let holdout_prediction = if args.model.is_forecast() {
-        holdout_forecast(&outcome.champion().artifact, &req)
+        holdout_forecast(&outcome.champion().artifact, &req, false)
             .context("re-running the champion on the holdout")?
     } else {
         Vec::new()
@@ -323,7 +323,17 @@ mod tests {
             .iter()
             .map(|c| c["algorithm"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["lstm", "seasonal_regression", "seasonal_naive"]);
+        assert_eq!(
+            names,
+            [
+                "lstm",
+                "seasonal_regression",
+                "mstl",
+                "stl_ets",
+                "seasonal_naive",
+                "combination"
+            ]
+        );
         for c in candidates {
             for k in ["mae", "rmse", "r2", "mape", "accuracy", "mase"] {
                 assert!(c["metrics"][k].is_number(), "{k} of {c}");
@@ -351,7 +361,10 @@ mod tests {
             assert!(len > 0, "{f} missing or empty");
         }
         let forecast = fs::read_to_string(out.join("forecast.csv")).unwrap();
-        assert_eq!(forecast.lines().next(), Some("date,value"));
+        assert_eq!(
+            forecast.lines().next(),
+            Some("date,value,lower_80,upper_80,lower_95,upper_95")
+        );
         assert_eq!(forecast.lines().count(), 31);
         let written: serde_json::Value =
             serde_json::from_slice(&fs::read(out.join("metrics.json")).unwrap()).unwrap();

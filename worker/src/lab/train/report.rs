@@ -134,9 +134,19 @@ pub(super) fn score_labels(
 pub(super) fn write_forecast_csv(path: &Path, forecast: &[ForecastPoint]) -> anyhow::Result<()> {
     let mut w =
         csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
-    w.write_record(["date", "value"])?;
+    w.write_record([
+        "date", "value", "lower_80", "upper_80", "lower_95", "upper_95",
+    ])?;
+    let opt = |x: Option<f64>| x.map(|v| format!("{v}")).unwrap_or_default();
     for p in forecast {
-        w.write_record([p.date.to_string(), format!("{}", p.value)])?;
+        w.write_record([
+            p.date.to_string(),
+            format!("{}", p.value),
+            opt(p.lower_80),
+            opt(p.upper_80),
+            opt(p.lower_95),
+            opt(p.upper_95),
+        ])?;
     }
     w.flush()
         .with_context(|| format!("writing {}", path.display()))?;
@@ -233,6 +243,16 @@ pub(super) fn plot_data(
             .map(|p| (p.date, p.value))
             .collect(),
         forecast: outcome.forecast.iter().map(|p| (p.date, p.value)).collect(),
+        band_80: outcome
+            .forecast
+            .iter()
+            .filter_map(|p| Some((p.date, p.lower_80?, p.upper_80?)))
+            .collect(),
+        band_95: outcome
+            .forecast
+            .iter()
+            .filter_map(|p| Some((p.date, p.lower_95?, p.upper_95?)))
+            .collect(),
         anomalies,
     }
 }

@@ -6,10 +6,13 @@
 //! - [`seasonal_regression`]: a Prophet-style additive model (trend,
 //!   day of week, yearly Fourier terms, Christmas) fitted by least squares
 //!   with linfa, anchored to the recent level.
+//! - [`decomposition`]: MSTL (weekly + yearly) or STL (weekly) with an
+//!   AutoETS trend, from Grafana's `augurs`.
 //! - [`pca`]: reconstruction error after projecting the standardized
 //!   features on their principal components (smartcore), the classical
 //!   counterpart of the autoencoder.
 
+pub mod decomposition;
 pub mod pca;
 pub mod seasonal_naive;
 pub mod seasonal_regression;
