@@ -127,6 +127,8 @@ pub struct Score {
     pub days: usize,
     pub false_alarms_per_100_days: f64,
     pub average_precision: Option<f64>,
+    /// False alarms by the reason of their first flagged day.
+    pub false_alarm_kinds: BTreeMap<String, usize>,
 }
 
 /// Per-day verdicts of one detector on one case.
@@ -134,6 +136,8 @@ pub struct Score {
 struct Verdicts {
     flagged: Vec<bool>,
     score: Vec<f64>,
+    /// The reason of each day's first flag, when the detector gives one.
+    kind: Vec<Option<FlagKind>>,
 }
 
 /// One case's results.
@@ -396,8 +400,9 @@ fn rows_of(case: &Case) -> Vec<RawRow> {
 /// The first day scored: six weeks of weekday history and two more.
 const WARMUP_DAYS: usize = 56;
 
-/// A composite day score from flags: built-in detectors rank above every
-/// model score; otherwise score / threshold.
+/// A composite day score from flags (for average precision): ratio breaks,
+/// stuck runs and rejected readings first, then the other flagged days by
+/// score / threshold, then the unflagged days by score / threshold.
 fn verdicts_from_flags(case: &Case, flags: &[AnomalyFlag]) -> Verdicts {
     let index: BTreeMap<NaiveDate, usize> = case
         .days
@@ -407,32 +412,52 @@ fn verdicts_from_flags(case: &Case, flags: &[AnomalyFlag]) -> Verdicts {
         .collect();
     let mut flagged = vec![false; case.days.len()];
     let mut score = vec![0.0f64; case.days.len()];
+    let mut kind = vec![None; case.days.len()];
     for f in flags {
         let Some(&i) = index.get(&f.date) else {
             continue;
         };
         flagged[i] |= f.is_anomaly;
-        let rule = matches!(
+        if kind[i].is_none() && f.is_anomaly {
+            kind[i] = f.kind;
+        }
+        // Certain data-quality findings first, then flagged days by the
+        // model's score, then the rest by the model's score.
+        let certain = matches!(
             f.kind,
-            Some(k) if !matches!(k, FlagKind::Spike | FlagKind::Dip | FlagKind::Unusual)
+            Some(
+                FlagKind::RatioBreak
+                    | FlagKind::Stuck
+                    | FlagKind::Negative
+                    | FlagKind::Missing
+                    | FlagKind::Absurd
+                    | FlagKind::FutureDated
+            )
         );
-        let s = if rule || !f.score.is_finite() {
+        let ratio = f.score / f.threshold.max(1e-300);
+        let s = if certain || !f.score.is_finite() {
             1e6
+        } else if f.is_anomaly {
+            1e3 + ratio
         } else {
-            f.score / f.threshold.max(1e-300)
+            ratio
         };
         score[i] = score[i].max(s);
     }
-    Verdicts { flagged, score }
+    Verdicts {
+        flagged,
+        score,
+        kind,
+    }
 }
 
-/// `|x − expectation| / spread` from the larger of value and CO2e.
 /// The expected value and spread of column `c` at day `i`, if known.
 type Expectation = dyn Fn(&[f64], usize) -> Option<(f64, f64)>;
 
 /// Day scores and their labels, pooled for average precision.
 type Ranked = (Vec<f64>, Vec<bool>);
 
+/// `|x − expectation| / spread` from the larger of value and CO2e.
 fn zscore_baseline(case: &Case, expect: &Expectation) -> Verdicts {
     let cols: [Vec<f64>; 2] = [
         case.days.iter().map(|d| d.value).collect(),
@@ -452,6 +477,7 @@ fn zscore_baseline(case: &Case, expect: &Expectation) -> Verdicts {
         .collect();
     Verdicts {
         flagged: score.iter().map(|s| *s > 3.5).collect(),
+        kind: vec![None; score.len()],
         score,
     }
 }
@@ -488,6 +514,7 @@ fn weekday_baseline(case: &Case) -> Verdicts {
     let score: Vec<f64> = (0..case.days.len()).map(|i| z[0][i].max(z[1][i])).collect();
     Verdicts {
         flagged: score.iter().map(|s| *s > 3.5).collect(),
+        kind: vec![None; score.len()],
         score,
     }
 }
@@ -614,6 +641,7 @@ fn forest_baseline(case: &Case, seed: u64) -> Verdicts {
     let score = isolation_forest(&rows, seed);
     Verdicts {
         flagged: score.iter().map(|s| *s > 0.6).collect(),
+        kind: vec![None; score.len()],
         score,
     }
 }
@@ -657,6 +685,7 @@ fn score_case(
     let mut counted = vec![false; case.events.len()];
     let mut in_alarm = false;
     let mut alarm_touches_event = false;
+    let mut alarm_kind = None;
     for i in WARMUP_DAYS..n {
         if let Some(e) = event_of[i] {
             counted[e] = true;
@@ -666,6 +695,7 @@ fn score_case(
             if !in_alarm {
                 in_alarm = true;
                 alarm_touches_event = false;
+                alarm_kind = v.kind[i];
             }
             alarm_touches_event |= event_of[i].is_some();
         }
@@ -673,6 +703,8 @@ fn score_case(
         if ends {
             if !alarm_touches_event {
                 score.false_alarms += 1;
+                let k = alarm_kind.map_or("flag", FlagKind::as_str);
+                *score.false_alarm_kinds.entry(k.to_string()).or_default() += 1;
             }
             in_alarm = false;
         }
@@ -879,6 +911,18 @@ pub fn render(r: &AnomalyEvalReport) -> String {
                     .unwrap_or_else(|| "—".into())
             );
         }
+    }
+    if let Some(t) = r.groups.get("all").and_then(|g| g.get("trainyard")) {
+        let cells: Vec<String> = t
+            .false_alarm_kinds
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\ntrainyard false alarms by reason: {}",
+            cells.join(", ")
+        );
     }
     let _ = writeln!(out, "\nrecall by kind (found/events)");
     for (name, k) in &r.kinds {

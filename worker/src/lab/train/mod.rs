@@ -337,6 +337,36 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_run_gives_one_json_error_document() {
+        let dir = temp_dir("json-error");
+        let csv_path = dir.join("short.csv");
+        fs::write(&csv_path, generated_csv(40)).unwrap();
+        let args = TrainArgs {
+            csv: csv_path,
+            date_col: "day".into(),
+            value_col: "kwh".into(),
+            model: ModelType::AnomalyDetection,
+            feature_cols: Vec::new(),
+            label_col: None,
+            holdout_days: 30,
+            epochs: Some(1),
+            out: Some(dir.join("out")),
+            json: true,
+            seed: 1,
+            exclude: Vec::new(),
+            only: Vec::new(),
+        };
+        let err = run_train(&args, &mut |_| {}).unwrap_err();
+        let doc = error_document(&err);
+        let text = serde_json::to_string(&doc).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let message = back["error"]["message"].as_str().unwrap();
+        assert!(message.contains("insufficient data"), "{message}");
+        assert!(back["error"]["causes"].as_array().unwrap().len() >= 2);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn the_json_summary_has_candidates_champion_forecast_and_files() {
         let dir = temp_dir("json");
         let csv_path = dir.join("meter.csv");

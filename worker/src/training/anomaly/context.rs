@@ -7,7 +7,9 @@
 //!
 //! - **value residual** and **co2e residual**: the day minus the median of
 //!   the same weekday over the previous [`WEEKS`] weeks (a seasonal
-//!   expectation that one odd week cannot move), divided by the robust spread
+//!   expectation that one odd week cannot move), moved to the level of the
+//!   last seven days ([`relative_to_last_week`]: a slow drift of use or of
+//!   the grid factor is not a residual), divided by the robust spread
 //!   (1.4826 × MAD) of those residuals over the previous [`SCALE_DAYS`] days;
 //! - **day-over-day change** of the value, scaled the same way by the spread
 //!   of recent changes;
@@ -121,6 +123,26 @@ pub fn weekday_residuals(days: &[Day], xs: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+/// Each residual minus the median of the previous seven days' residuals:
+/// the weekday expectation of six weeks ago, moved to the level of the last
+/// week, so a seasonal drift (spring, a cold month) is not a residual. A
+/// one-day spike stays whole; a level shift shows for its first days.
+pub fn relative_to_last_week(raw: &[f64]) -> Vec<f64> {
+    (0..raw.len())
+        .map(|i| {
+            let mut prev: Vec<f64> = raw[i.saturating_sub(7)..i]
+                .iter()
+                .copied()
+                .filter(|x| x.is_finite())
+                .collect();
+            match median(&mut prev) {
+                Some(m) if prev.len() >= 4 => raw[i] - m,
+                _ => raw[i],
+            }
+        })
+        .collect()
+}
+
 /// Each raw residual divided by the robust spread of the previous
 /// [`SCALE_DAYS`] residuals (the first ones, while fewer than 28 precede
 /// a day). `floor` keeps a spread of exactly zero (a constant series) from
@@ -164,10 +186,12 @@ fn spread_floor(xs: &[f64]) -> f64 {
 pub fn context(days: &[Day]) -> Vec<DayContext> {
     let values: Vec<f64> = days.iter().map(|d| d.value).collect();
     let co2e: Vec<f64> = days.iter().map(|d| d.co2e).collect();
+    let value_raw = weekday_residuals(days, &values);
+    let co2e_raw = weekday_residuals(days, &co2e);
     let value_residual =
-        scale_by_recent_spread(&weekday_residuals(days, &values), spread_floor(&values));
+        scale_by_recent_spread(&relative_to_last_week(&value_raw), spread_floor(&values));
     let co2e_residual =
-        scale_by_recent_spread(&weekday_residuals(days, &co2e), spread_floor(&co2e));
+        scale_by_recent_spread(&relative_to_last_week(&co2e_raw), spread_floor(&co2e));
     let change_raw: Vec<f64> = (0..days.len())
         .map(|i| {
             if i > 0 && days[i].date - days[i - 1].date == Duration::days(1) {

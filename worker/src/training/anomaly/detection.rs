@@ -544,10 +544,11 @@ pub(crate) fn flag_rows(model: &AnomalyModel, prep: &PreparedRows) -> Vec<Anomal
     let day_ctx = context::context(&days);
     let stuck = detectors::stuck_days(&days);
     let shift = detectors::level_shift_days(&day_ctx);
-    let by_date: BTreeMap<NaiveDate, (bool, bool, DayContext)> = days
+    let outlier = detectors::seasonal_outliers(&day_ctx);
+    let by_date: BTreeMap<NaiveDate, (bool, bool, Option<FlagKind>, DayContext)> = days
         .iter()
         .enumerate()
-        .map(|(i, d)| (d.date, (stuck[i], shift[i], day_ctx[i])))
+        .map(|(i, d)| (d.date, (stuck[i], shift[i], outlier[i], day_ctx[i])))
         .collect();
     let ratio = detectors::ratio_breaks(&prep.rows);
     let mut flags: Vec<AnomalyFlag> = prep
@@ -555,7 +556,7 @@ pub(crate) fn flag_rows(model: &AnomalyModel, prep: &PreparedRows) -> Vec<Anomal
         .iter()
         .enumerate()
         .map(|(i, row)| {
-            let (stuck, shift, ctx) = by_date[&row.date];
+            let (stuck, shift, outlier, ctx) = by_date[&row.date];
             let score = scores[i];
             let kind = if ratio[i] {
                 Some(FlagKind::RatioBreak)
@@ -563,6 +564,8 @@ pub(crate) fn flag_rows(model: &AnomalyModel, prep: &PreparedRows) -> Vec<Anomal
                 Some(FlagKind::Stuck)
             } else if shift {
                 Some(FlagKind::LevelShift)
+            } else if outlier.is_some() {
+                outlier
             } else if score > model.threshold {
                 Some(FlagKind::of_model_flag(&ctx))
             } else {
@@ -599,6 +602,144 @@ pub(crate) fn rescore(model: &AnomalyModel, prep: &PreparedRows) -> Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::training::{train_model, RawRow};
+
+    /// A year of a weekly pattern with small deterministic noise; CO2e is
+    /// value × factor, the factor drifts slowly.
+    fn seasonal_rows(days: usize) -> Vec<RawRow> {
+        let d0 = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        let mut state = 5u64;
+        (0..days)
+            .map(|i| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let noise = ((state >> 40) as f64 / (1u64 << 24) as f64 - 0.5) * 6.0;
+                let value = 200.0 + [0.0, 8.0, 12.0, 10.0, 9.0, -45.0, -50.0][i % 7] + noise;
+                let factor = 0.4 + 0.05 * (i as f64 / 60.0).sin();
+                RawRow {
+                    id: Some(i as i64 + 1),
+                    date: d0 + Duration::days(i as i64),
+                    value,
+                    co2e_kg: value * factor,
+                    grid_factor: factor,
+                    fingerprint: 0,
+                }
+            })
+            .collect()
+    }
+
+    fn request(rows: Vec<RawRow>) -> TrainRequest {
+        TrainRequest {
+            model_type: ModelType::AnomalyDetection,
+            rows,
+            settings: TrainSettings {
+                latest_date: NaiveDate::from_ymd_opt(2030, 1, 1),
+                ..TrainSettings::default()
+            },
+            seed: 3,
+        }
+    }
+
+    fn kinds_on(flags: &[AnomalyFlag], id: i64) -> Vec<Option<FlagKind>> {
+        flags
+            .iter()
+            .filter(|f| f.row_id == Some(id))
+            .map(|f| f.kind)
+            .collect()
+    }
+
+    #[test]
+    fn a_clean_seasonal_series_flags_at_most_one_percent_of_its_rows() {
+        let outcome = train_model(&request(seasonal_rows(400)), &mut |_| {}).unwrap();
+        let first = NaiveDate::from_ymd_opt(2024, 3, 1).unwrap();
+        let scored: Vec<&AnomalyFlag> = outcome
+            .anomalies
+            .iter()
+            .filter(|f| f.date >= first)
+            .collect();
+        let n = scored.len();
+        let kinds: Vec<(NaiveDate, Option<FlagKind>)> = scored
+            .iter()
+            .filter(|f| f.is_anomaly)
+            .map(|f| (f.date, f.kind))
+            .collect();
+        let flagged = kinds.len();
+        assert!(
+            flagged * 100 <= n,
+            "{flagged} of {n} rows flagged: {kinds:?}"
+        );
+    }
+
+    #[test]
+    fn injected_problems_are_flagged_with_their_reasons() {
+        let mut rows = seasonal_rows(400);
+        // A negative reading, a broken CO2e column, a stuck meter, a spike
+        // and a level shift, far enough apart not to mask each other.
+        rows[120].value = -5.0;
+        rows[160].co2e_kg *= 1.3;
+        for i in 201..205 {
+            rows[i].value = rows[200].value;
+            rows[i].co2e_kg = rows[200].co2e_kg;
+        }
+        rows[250].value *= 1.4;
+        rows[250].co2e_kg *= 1.4;
+        for r in &mut rows[300..305] {
+            r.value *= 0.85;
+            r.co2e_kg *= 0.85;
+        }
+        let outcome = train_model(&request(rows), &mut |_| {}).unwrap();
+        let a = &outcome.anomalies;
+        assert_eq!(kinds_on(a, 121), [Some(FlagKind::Negative)]);
+        assert_eq!(kinds_on(a, 161), [Some(FlagKind::RatioBreak)]);
+        for id in 202..=205 {
+            assert_eq!(kinds_on(a, id), [Some(FlagKind::Stuck)], "row {id}");
+        }
+        assert_eq!(kinds_on(a, 251), [Some(FlagKind::Spike)]);
+        let shifted = (301..=305)
+            .filter(|id| kinds_on(a, *id) == [Some(FlagKind::LevelShift)])
+            .count();
+        assert!(
+            shifted >= 2,
+            "{:?}",
+            (301..=305).map(|id| kinds_on(a, id)).collect::<Vec<_>>()
+        );
+        let negative = a.iter().find(|f| f.row_id == Some(121)).unwrap();
+        assert!(negative.score.is_infinite() && negative.is_anomaly);
+    }
+
+    #[test]
+    fn only_value_varying_warns_that_the_model_has_little_to_learn() {
+        let rows: Vec<RawRow> = seasonal_rows(300)
+            .into_iter()
+            .map(|r| RawRow {
+                co2e_kg: 1.0,
+                grid_factor: 1.0,
+                ..r
+            })
+            .collect();
+        let outcome = train_model(&request(rows), &mut |_| {}).unwrap();
+        assert!(
+            outcome
+                .notes
+                .iter()
+                .any(|n| n.contains("co2e_kg and grid_factor constant")),
+            "{:?}",
+            outcome.notes
+        );
+        // The flags still see the value: a clear spike is found.
+        let mut rows: Vec<RawRow> = seasonal_rows(300)
+            .into_iter()
+            .map(|r| RawRow {
+                co2e_kg: 1.0,
+                grid_factor: 1.0,
+                ..r
+            })
+            .collect();
+        rows[250].value *= 1.5;
+        let outcome = train_model(&request(rows), &mut |_| {}).unwrap();
+        assert!(kinds_on(&outcome.anomalies, 251)[0].is_some());
+    }
 
     #[test]
     fn the_threshold_never_falls_below_the_floor() {

@@ -13,10 +13,16 @@
 //!   [`STUCK_RUN`] consecutive days; every repeat after the first reading is
 //!   flagged. A series that repeats itself often (more than 10 % of days, a
 //!   bill spread evenly over days) is not checked.
-//! - **level shift**: Page's two-sided CUSUM on the weekday residuals (robust
-//!   sd, clipped to ±[`CUSUM_CLIP`] so one spike alone cannot raise it), with
-//!   allowance [`CUSUM_K`] and decision interval [`CUSUM_H`]; the days that
-//!   pushed the sum over the interval are flagged.
+//! - **spike / dip**: value or CO2e [`SPIKE_SD`] robust sd or more from the
+//!   same weekday's median of the previous six weeks, taken relative to the
+//!   last week's level (the context's residuals), so a seasonal drift of
+//!   use or of the grid factor is not a dip.
+//! - **level shift**: Page's two-sided CUSUM on the weekday residuals taken
+//!   relative to the last week (robust sd, clipped to ±[`CUSUM_CLIP`] so one
+//!   spike alone cannot raise it past the interval), with allowance
+//!   [`CUSUM_K`] and decision interval [`CUSUM_H`]; the days that pushed the
+//!   sum over the interval are flagged. The constants were chosen on the
+//!   evaluation (`docs/anomaly-eval.md`): looser ones flag every cold spell.
 //! - **negative / missing / absurd / future-dated** readings are the rows the
 //!   data preparation rejects ([`crate::training::data::RejectedRow`]); the
 //!   pipeline flags them instead of dropping them silently.
@@ -35,8 +41,8 @@ pub const RATIO_MAX_SPREAD: f64 = 0.05;
 pub const RATIO_TOLERANCE: f64 = 0.02;
 /// Consecutive equal days that make a stuck run.
 pub const STUCK_RUN: usize = 3;
-pub const CUSUM_K: f64 = 1.0;
-pub const CUSUM_H: f64 = 4.0;
+pub const CUSUM_K: f64 = 2.0;
+pub const CUSUM_H: f64 = 3.0;
 pub const CUSUM_CLIP: f64 = 4.0;
 
 /// Why a row was flagged.
@@ -236,6 +242,30 @@ fn cusum_side(z: &[f64], sign: f64) -> Vec<bool> {
     out
 }
 
+/// Robust sd from the weekday expectation that makes a spike or a dip.
+pub const SPIKE_SD: f64 = 3.3;
+
+/// Days whose value or CO2e is [`SPIKE_SD`] robust sd or more above (spike)
+/// or below (dip) the same weekday's median of recent weeks.
+pub fn seasonal_outliers(ctx: &[DayContext]) -> Vec<Option<FlagKind>> {
+    ctx.iter()
+        .map(|c| {
+            let r = if c.value_residual.abs() >= c.co2e_residual.abs() {
+                c.value_residual
+            } else {
+                c.co2e_residual
+            };
+            if r >= SPIKE_SD {
+                Some(FlagKind::Spike)
+            } else if r <= -SPIKE_SD {
+                Some(FlagKind::Dip)
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 /// Days of a level shift in value or CO2e (see the module docs).
 pub fn level_shift_days(ctx: &[DayContext]) -> Vec<bool> {
     let value: Vec<f64> = ctx.iter().map(|c| c.value_residual).collect();
@@ -316,6 +346,20 @@ mod tests {
             .filter(|i| !(150..160).contains(i) && flags[*i])
             .count();
         assert_eq!(outside, 0);
+    }
+
+    #[test]
+    fn spikes_and_dips_against_the_weekday_expectation_are_flagged() {
+        let mut days = seasonal(200);
+        days[150].value += 15.0;
+        days[170].value -= 15.0;
+        let kinds = seasonal_outliers(&context(&days));
+        let hits: Vec<(usize, FlagKind)> = kinds
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| k.map(|k| (i, k)))
+            .collect();
+        assert_eq!(hits, [(150, FlagKind::Spike), (170, FlagKind::Dip)]);
     }
 
     #[test]

@@ -285,6 +285,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_autoencoder_that_learns_nothing_reports_that_it_did_not_converge() {
+        let rows: Vec<[f32; 3]> = (0..200)
+            .map(|i| {
+                let a = (i as f32 * 0.37).sin();
+                [a, 0.5 * a, (i as f32 * 0.11).cos()]
+            })
+            .collect();
+        // No learning at all: the held-out loss stays where it started.
+        let frozen = AutoencoderConfig::new()
+            .with_learning_rate(0.0)
+            .with_patience(5);
+        let err = train_autoencoder(&rows, &frozen, 1, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, NeuralError::DidNotConverge { .. }), "{err}");
+        // The production setting learns the same rows.
+        let config = AutoencoderConfig::new()
+            .with_min_steps(2000)
+            .with_patience(20);
+        let mut epochs = 0;
+        train_autoencoder(&rows, &config, 1, &mut |_| epochs += 1).expect("converges");
+        assert!(
+            epochs > 30,
+            "short histories get more steps: {epochs} epochs"
+        );
+    }
+
     /// The previous implementation, on burn's autodiff: the reference the
     /// fused training must reproduce.
     fn train_with_burn(rows: &[[f32; 3]], config: &AutoencoderConfig, seed: u64) -> Vec<Vec<f32>> {
