@@ -27,8 +27,8 @@
 //!
 //! ## Flags
 //! A row is flagged, with a [`FlagKind`], when a built-in detector
-//! ([`super::detectors`]) fires on it (ratio break, then stuck, then level
-//! shift) or the champion's score exceeds its threshold (spike, dip or
+//! ([`super::detectors`]) fires on it (stuck, then ratio break, then level
+//! shift, then spike or dip) or the champion's score exceeds its threshold (spike, dip or
 //! unusual, from the direction of the day's residuals). Rows the data
 //! preparation rejected (negative, missing, absurd, future-dated) are
 //! flagged too, with an infinite score: they could not be scored.
@@ -154,31 +154,60 @@ impl AnomalyModel {
     fn scores(&self, rows: &[Vec<f64>]) -> Vec<f64> {
         match &self.kind {
             ModelKind::Pca(m) => m.scores(rows),
-            ModelKind::Autoencoder(_) => self.reconstruction_errors(rows),
+            ModelKind::Autoencoder(_) => self
+                .reconstructions(rows)
+                .iter()
+                .zip(rows)
+                .map(|(y, r)| {
+                    r.iter().zip(y).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / r.len() as f64
+                })
+                .collect(),
         }
     }
 
-    /// Mean squared reconstruction error of standardized rows (the metrics).
-    fn reconstruction_errors(&self, rows: &[Vec<f64>]) -> Vec<f64> {
+    /// The model's reconstruction of standardized rows.
+    fn reconstructions(&self, rows: &[Vec<f64>]) -> Vec<Vec<f64>> {
         match &self.kind {
-            ModelKind::Pca(m) => m.reconstruction_errors(rows),
+            ModelKind::Pca(m) => rows.iter().map(|r| m.reconstruct(r)).collect(),
             ModelKind::Autoencoder(m) => {
                 let rows32: Vec<Vec<f32>> = rows
                     .iter()
                     .map(|r| r.iter().map(|&x| x as f32).collect())
                     .collect();
-                m.reconstruction_errors(&rows32)
+                m.reconstruct(&rows32)
                     .into_iter()
-                    .map(f64::from)
+                    .map(|r| r.into_iter().map(f64::from).collect())
                     .collect()
             }
         }
     }
 
-    /// Reconstruction metrics of the rows `range` of all prepared rows.
+    /// Reconstruction metrics on the three seed features of `raw` rows (the
+    /// context features are mostly noise by design: how well a model
+    /// reproduces them says nothing about what normal rows look like). R²
+    /// is measured against the fitting rows' mean (0 in standardized
+    /// units), not the window's own mean: a 30-day window of a slowly
+    /// drifting grid factor has almost no variance of its own, and the
+    /// question is how much of the rows' departure from normal the model
+    /// explains. Accuracy is `100 · max(0, R²)` as before.
     fn metrics(&self, raw: &[Vec<f64>]) -> Metrics {
         let rows = self.standardize(raw);
-        metrics::reconstruction(&rows, &self.reconstruction_errors(&rows))
+        let recon = self.reconstructions(&rows);
+        let seed: Vec<&[f64]> = rows.iter().map(|r| &r[..3]).collect();
+        let errors: Vec<f64> = rows
+            .iter()
+            .zip(&recon)
+            .map(|(r, y)| (0..3).map(|f| (r[f] - y[f]).powi(2)).sum::<f64>() / 3.0)
+            .collect();
+        let mut m = metrics::reconstruction(&seed, &errors);
+        let sse: f64 = 3.0 * errors.iter().sum::<f64>();
+        let sst: f64 = seed
+            .iter()
+            .map(|r| r.iter().map(|x| x * x).sum::<f64>())
+            .sum();
+        m.r2 = if sst > 0.0 { 1.0 - sse / sst } else { 0.0 };
+        m.accuracy = metrics::accuracy(None, m.r2);
+        m
     }
 
     fn to_artifact(&self, window: TrainingWindow) -> Artifact {
@@ -558,10 +587,11 @@ pub(crate) fn flag_rows(model: &AnomalyModel, prep: &PreparedRows) -> Vec<Anomal
         .map(|(i, row)| {
             let (stuck, shift, outlier, ctx) = by_date[&row.date];
             let score = scores[i];
-            let kind = if ratio[i] {
-                Some(FlagKind::RatioBreak)
-            } else if stuck {
+            // A stuck meter breaks the ratio too: the cause comes first.
+            let kind = if stuck {
                 Some(FlagKind::Stuck)
+            } else if ratio[i] {
+                Some(FlagKind::RatioBreak)
             } else if shift {
                 Some(FlagKind::LevelShift)
             } else if outlier.is_some() {

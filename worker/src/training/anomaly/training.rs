@@ -164,6 +164,20 @@ impl TrainedAutoencoder {
         &self.config
     }
 
+    /// Each row's reconstruction.
+    pub fn reconstruct<R: AsRef<[f32]>>(&self, rows: &[R]) -> Vec<Vec<f32>> {
+        if rows.is_empty() {
+            return Vec::new();
+        }
+        let width = self.config.inputs;
+        let device = self.model.enc1.weight.val().device();
+        let x = neural::tensor2(flatten(rows), [rows.len(), width], &device);
+        neural::to_vec(self.model.forward(x))
+            .chunks(width)
+            .map(<[f32]>::to_vec)
+            .collect()
+    }
+
     /// Per-row mean squared reconstruction error.
     pub fn reconstruction_errors<R: AsRef<[f32]>>(&self, rows: &[R]) -> Vec<f32> {
         if rows.is_empty() {

@@ -129,10 +129,17 @@ impl PcaDetector {
         (coords, q)
     }
 
-    /// Mean squared reconstruction error of each row (the metrics).
-    pub fn reconstruction_errors<R: AsRef<[f64]>>(&self, rows: &[R]) -> Vec<f64> {
-        let d = self.mean.len() as f64;
-        rows.iter().map(|r| self.parts(r.as_ref()).1 / d).collect()
+    /// A row projected on the kept components and mapped back.
+    pub fn reconstruct(&self, r: &[f64]) -> Vec<f64> {
+        let d = self.mean.len();
+        let (coords, _) = self.parts(r);
+        let mut out = self.mean.clone();
+        for (comp, c) in self.basis.chunks(d).zip(&coords) {
+            for f in 0..d {
+                out[f] += c * comp[f];
+            }
+        }
+        out
     }
 
     /// The score of each row (see the module docs).
