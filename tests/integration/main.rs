@@ -3,6 +3,7 @@
 
 #![allow(clippy::type_complexity)]
 
+mod anomaly_flags;
 mod chaos;
 mod cycle;
 mod data_prep;

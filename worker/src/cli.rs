@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::lab::{bench, check, eval, train};
+use crate::lab::{anomaly_eval, bench, check, eval, train};
 
 /// Trains trainyard's models: as a queue worker replica (`run`), or locally
 /// from a CSV with no services (`train`), plus stack checks and benchmarks.
@@ -26,6 +26,8 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Rolling-origin evaluation on the real series of the shared data folder.
     Eval(eval::EvalArgs),
+    /// Anomaly detection on NAB windows and injected events, against classical baselines.
+    EvalAnomaly(anomaly_eval::AnomalyEvalArgs),
     /// Check the ML stack: print burn's version and backend, train tiny models.
     Check,
     /// Benchmark training on the reference workload (one thread).
@@ -40,6 +42,9 @@ pub async fn execute(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Train(args) => tokio::task::spawn_blocking(move || train::execute(*args)).await?,
         Command::Eval(args) => tokio::task::spawn_blocking(move || eval::execute(args)).await?,
+        Command::EvalAnomaly(args) => {
+            tokio::task::spawn_blocking(move || anomaly_eval::execute(args)).await?
+        }
         Command::Check => Ok(check::run()),
         Command::Bench(args) => bench::run(&args).map(|()| 0),
     }

@@ -246,7 +246,7 @@ pub async fn write_success(
     .bind(m.r2)
     .bind(outcome.training_samples as i32)
     .bind(train_seconds)
-    .bind(serde_json::to_value(data).unwrap_or_default())
+    .bind(data_report(outcome))
     .execute(&mut *tx)
     .await?;
 
@@ -340,10 +340,12 @@ pub async fn write_success(
         let a = anomalies;
         sqlx::query(
             "insert into ml_anomaly_flags
-                 (organization_id, model_id, job_id, metrics_data_id, date, score, threshold, is_anomaly)
-             select $1, $2, $3, u.row_id, u.d, u.score, u.threshold, u.flag
-             from unnest($4::int8[], $5::date[], $6::float8[], $7::float8[], $8::bool[])
-                  as u(row_id, d, score, threshold, flag)",
+                 (organization_id, model_id, job_id, metrics_data_id, date, score, threshold,
+                  is_anomaly, kind)
+             select $1, $2, $3, u.row_id, u.d, u.score, u.threshold, u.flag, u.kind
+             from unnest($4::int8[], $5::date[], $6::float8[], $7::float8[], $8::bool[],
+                         $9::text[])
+                  as u(row_id, d, score, threshold, flag, kind)",
         )
         .bind(org)
         .bind(pred_model)
@@ -353,6 +355,11 @@ pub async fn write_success(
         .bind(a.iter().map(|f| f.score).collect::<Vec<_>>())
         .bind(a.iter().map(|f| f.threshold).collect::<Vec<_>>())
         .bind(a.iter().map(|f| f.is_anomaly).collect::<Vec<_>>())
+        .bind(
+            a.iter()
+                .map(|f| f.kind.map(|k| k.as_str()))
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *tx)
         .await?;
     }
@@ -458,4 +465,14 @@ async fn insert_evaluation(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// The job's data report, with the training notes (warnings for the
+/// operator) under `notes` when there are any.
+fn data_report(outcome: &TrainOutcome) -> serde_json::Value {
+    let mut report = serde_json::to_value(&outcome.data).unwrap_or_default();
+    if let (Some(map), false) = (report.as_object_mut(), outcome.notes.is_empty()) {
+        map.insert("notes".into(), serde_json::json!(outcome.notes));
+    }
+    report
 }

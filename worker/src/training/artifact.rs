@@ -49,6 +49,9 @@ pub enum Normalization {
     Series { scaler: Scaler },
     /// The three anomaly features, in `data::FEATURE_NAMES` order.
     Features { scalers: [Scaler; 3] },
+    /// The three anomaly features, then the time-context features of
+    /// `anomaly::context`, in that order.
+    FeaturesWithContext { scalers: Vec<Scaler> },
 }
 
 /// The data a model was fitted on.

@@ -393,6 +393,28 @@ pub struct PreparedRows {
     pub rows: Vec<FeatureRow>,
     pub holdout_start: usize,
     pub report: DataReport,
+    /// Rows rejected by rule 2, kept so anomaly detection can flag them with
+    /// their reason instead of dropping them silently.
+    pub rejected_rows: Vec<RejectedRow>,
+}
+
+/// Why an anomaly-detection row could not be scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// A NULL (NaN) column.
+    Missing,
+    Negative,
+    /// Infinite or above [`MAX_PLAUSIBLE`].
+    Absurd,
+    FutureDated,
+}
+
+/// A row rule 2 rejected.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RejectedRow {
+    pub id: Option<i64>,
+    pub date: NaiveDate,
+    pub reason: RejectReason,
 }
 
 impl PreparedRows {
@@ -414,11 +436,29 @@ pub fn prepare_rows(rows: &[RawRow], settings: &PrepSettings) -> Result<Prepared
     let (distinct, duplicate_rows) = distinct_rows(rows);
     let mut rejected = RejectedCounts::default();
     let mut kept: Vec<FeatureRow> = Vec::new();
+    let mut rejected_rows = Vec::new();
     for row in distinct {
         let features = [row.co2e_kg, row.value, row.grid_factor];
         // One reason per row: the date, then the first failing feature.
+        let before = rejected;
         let ok = rejected.check_date(row.date, settings.latest_date)
             && features.into_iter().all(|x| rejected.check(x));
+        if !ok {
+            let reason = if rejected.future > before.future {
+                RejectReason::FutureDated
+            } else if rejected.nan > before.nan {
+                RejectReason::Missing
+            } else if rejected.negative > before.negative {
+                RejectReason::Negative
+            } else {
+                RejectReason::Absurd
+            };
+            rejected_rows.push(RejectedRow {
+                id: row.id,
+                date: row.date,
+                reason,
+            });
+        }
         if ok {
             kept.push(FeatureRow {
                 id: row.id,
@@ -491,10 +531,12 @@ pub fn prepare_rows(rows: &[RawRow], settings: &PrepSettings) -> Result<Prepared
             end: span.end,
         },
     };
+    rejected_rows.sort_by(|a, b| a.date.cmp(&b.date).then(a.id.cmp(&b.id)));
     Ok(PreparedRows {
         rows: kept,
         holdout_start,
         report,
+        rejected_rows,
     })
 }
 
@@ -729,9 +771,19 @@ mod tests {
             ..row(199, 80.0)
         });
         r[0].grid_factor = f64::NAN;
+        r[1].value = -3.0;
         let p = prepare_rows(&r, &SETTINGS).unwrap();
-        assert_eq!(p.rows.len(), 200);
+        assert_eq!(p.rows.len(), 199);
         assert_eq!(p.report.rejected.nan, 1);
+        let reasons: Vec<(Option<i64>, RejectReason)> =
+            p.rejected_rows.iter().map(|x| (x.id, x.reason)).collect();
+        assert_eq!(
+            reasons,
+            [
+                (Some(0), RejectReason::Missing),
+                (Some(1), RejectReason::Negative)
+            ]
+        );
         assert_eq!(p.report.duplicate_dates, 1);
         assert_eq!(p.holdout().len(), 31);
         assert!(p.holdout().iter().all(|x| x.date >= day(170)));

@@ -93,16 +93,20 @@ pub fn forecast(actual: &[f64], predicted: &[f64], mase_scale: Option<f64>) -> M
 
 /// Scores a reconstruction: `rows` are the standardized inputs and `scores`
 /// the per-row mean squared reconstruction errors.
-pub fn reconstruction(rows: &[[f64; 3]], scores: &[f64]) -> Metrics {
+pub fn reconstruction<R: AsRef<[f64]>>(rows: &[R], scores: &[f64]) -> Metrics {
     assert_eq!(rows.len(), scores.len(), "score count mismatch");
     let n = rows.len().max(1) as f64;
+    let width = rows.first().map_or(0, |r| r.as_ref().len());
     let mae = scores.iter().map(|s| s.max(0.0).sqrt()).sum::<f64>() / n;
     let rmse = (scores.iter().sum::<f64>() / n).sqrt();
-    let sse = 3.0 * scores.iter().sum::<f64>();
+    let sse = width as f64 * scores.iter().sum::<f64>();
     let mut sst = 0.0;
-    for f in 0..3 {
-        let mean = rows.iter().map(|r| r[f]).sum::<f64>() / n;
-        sst += rows.iter().map(|r| (r[f] - mean).powi(2)).sum::<f64>();
+    for f in 0..width {
+        let mean = rows.iter().map(|r| r.as_ref()[f]).sum::<f64>() / n;
+        sst += rows
+            .iter()
+            .map(|r| (r.as_ref()[f] - mean).powi(2))
+            .sum::<f64>();
     }
     let r2 = if sst > 0.0 { 1.0 - sse / sst } else { 0.0 };
     Metrics {
@@ -119,16 +123,24 @@ pub fn reconstruction(rows: &[[f64; 3]], scores: &[f64]) -> Metrics {
 }
 
 /// Precision, recall and F1 of `flags` against `labels` (true = anomaly).
-/// A ratio whose denominator is zero is 0.
-pub fn classification(flags: &[bool], labels: &[bool]) -> (f64, f64, f64) {
+/// A ratio whose denominator is zero is undefined (`None`): precision when
+/// nothing is flagged, recall when nothing is labelled, F1 when either is.
+pub fn classification(flags: &[bool], labels: &[bool]) -> (Option<f64>, Option<f64>, Option<f64>) {
     assert_eq!(flags.len(), labels.len(), "label count mismatch");
     let tp = flags.iter().zip(labels).filter(|(f, l)| **f && **l).count() as f64;
     let flagged = flags.iter().filter(|f| **f).count() as f64;
     let positives = labels.iter().filter(|l| **l).count() as f64;
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let ratio = |a: f64, b: f64| (b > 0.0).then(|| a / b);
     let precision = ratio(tp, flagged);
     let recall = ratio(tp, positives);
-    let f1 = ratio(2.0 * precision * recall, precision + recall);
+    let f1 = match (precision, recall) {
+        (Some(p), Some(r)) => Some(if p + r > 0.0 {
+            2.0 * p * r / (p + r)
+        } else {
+            0.0
+        }),
+        _ => None,
+    };
     (precision, recall, f1)
 }
 
@@ -225,9 +237,12 @@ mod tests {
         let flags = [true, true, false, false, true];
         let labels = [true, false, true, false, true];
         let (p, r, f1) = classification(&flags, &labels);
-        close(p, 2.0 / 3.0);
-        close(r, 2.0 / 3.0);
-        close(f1, 2.0 / 3.0);
-        assert_eq!(classification(&[false], &[false]), (0.0, 0.0, 0.0));
+        close(p.unwrap(), 2.0 / 3.0);
+        close(r.unwrap(), 2.0 / 3.0);
+        close(f1.unwrap(), 2.0 / 3.0);
+        // Nothing flagged, nothing labelled: undefined, not 0.
+        assert_eq!(classification(&[false], &[false]), (None, None, None));
+        // Nothing flagged among real anomalies: recall 0, precision undefined.
+        assert_eq!(classification(&[false], &[true]), (None, Some(0.0), None));
     }
 }

@@ -12,6 +12,13 @@ pub enum NeuralError {
     /// Training diverged (loss became NaN or infinite).
     #[error("training diverged: loss is {0}")]
     Diverged(f64),
+    /// Rows do not have the model's width.
+    #[error("wrong input shape: {0}")]
+    Shape(String),
+    /// The held-out loss stayed near what predicting the mean gives: the
+    /// model learned nothing usable.
+    #[error("did not converge: held-out loss {loss:.4} vs {baseline:.4} for the column means")]
+    DidNotConverge { loss: f64, baseline: f64 },
     /// Stored model bytes could not be read back.
     #[error("cannot decode stored model: {0}")]
     Decode(String),

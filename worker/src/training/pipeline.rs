@@ -14,10 +14,12 @@
 //! - Every candidate is **fitted on `fit` only** (the training days minus the
 //!   last `validation_days`), with normalization computed from `fit`.
 //! - The **champion** is the candidate with the lowest MAE on the validation
-//!   days (forecasts), or the lowest reconstruction RMSE on the validation
-//!   rows (anomaly detection), forecasting from the history up to the start
-//!   of the validation window. Ties go to the earlier candidate in the list.
-//!   The holdout plays no part in the choice.
+//!   days (forecasts), forecasting from the history up to the start of the
+//!   validation window, ties going to the earlier candidate in the list; for
+//!   anomaly detection, the one that finds most of the spikes and dips
+//!   injected into copies of the validation days (see
+//!   [`detection`](super::anomaly::detection)). The holdout plays no part in
+//!   the choice.
 //! - Every candidate is then **scored on the holdout**, forecasting from the
 //!   whole training history (fit + validation): these are the metrics
 //!   reported in [`Candidate::metrics`], the numbers promotion compares. The
@@ -30,8 +32,10 @@
 //!   threshold stored with it.
 //!
 //! The anomaly threshold is the `anomaly_quantile` quantile (default 0.99,
-//! linear interpolation) of the model's scores on its own fitting rows: about
-//! 1 % of normal rows score above it, and clear outliers far above.
+//! linear interpolation) of the model's scores on its own recent fitting
+//! rows, with a floor: about 1 % of normal rows score above it, and clear
+//! outliers far above. Built-in data-quality detectors add flags with their
+//! own reasons ([`detectors`](super::anomaly::detectors)).
 
 use std::time::Instant;
 
@@ -39,18 +43,20 @@ use chrono::{Duration, NaiveDate};
 use serde::{Deserialize, Serialize};
 use trainyard_shared::ModelType;
 
-use super::anomaly::{train_autoencoder, AutoencoderConfig, TrainedAutoencoder};
+use super::anomaly::detection::{self, AnomalyModel};
+use super::anomaly::detectors::FlagKind;
+use super::anomaly::AutoencoderConfig;
 use super::artifact::{
     self, Artifact, ArtifactError, ArtifactHeader, Normalization, TrainingWindow,
 };
 use super::challengers::decomposition::{Decomposition, DecompositionConfig};
-use super::challengers::pca::{PcaConfig, PcaDetector};
+use super::challengers::pca::PcaConfig;
 use super::challengers::seasonal_naive::SeasonalNaive;
 use super::challengers::seasonal_regression::{SeasonalRegression, SeasonalRegressionConfig};
 use super::challengers::ChallengerError;
 use super::combination::{self, CombinationConfig, CombinationRule};
 use super::data::{
-    self, DataError, DataReport, FeatureRow, PrepSettings, PreparedSeries, RawRow, Scaler, Target,
+    self, DataError, DataReport, PrepSettings, PreparedSeries, RawRow, Scaler, Target,
 };
 use super::forecast::{train_forecaster, LstmConfig, TrainedForecaster};
 use super::intervals::{self, Band, IntervalConfig};
@@ -140,7 +146,9 @@ pub struct TrainSettings {
     pub pca: PcaConfig,
     /// The LSTM forecaster (seed architecture by default).
     pub lstm: LstmConfig,
-    /// The autoencoder anomaly detector (seed architecture by default).
+    /// The autoencoder anomaly detector (seed architecture, its input as
+    /// wide as the features; at least 2,000 optimizer steps, early stopping
+    /// after 20 epochs without progress).
     pub autoencoder: AutoencoderConfig,
     /// Quantile of the fitting rows' scores used as the anomaly threshold.
     pub anomaly_quantile: f64,
@@ -168,7 +176,9 @@ impl Default for TrainSettings {
             intervals: IntervalConfig::default(),
             pca: PcaConfig::default(),
             lstm: LstmConfig::default(),
-            autoencoder: AutoencoderConfig::default(),
+            autoencoder: AutoencoderConfig::default()
+                .with_min_steps(2000)
+                .with_patience(20),
             anomaly_quantile: 0.99,
             exclude: Vec::new(),
             latest_date: None,
@@ -177,7 +187,7 @@ impl Default for TrainSettings {
 }
 
 impl TrainSettings {
-    fn prep(&self) -> PrepSettings {
+    pub(crate) fn prep(&self) -> PrepSettings {
         PrepSettings {
             min_days: self.min_days,
             holdout_days: self.holdout_days,
@@ -213,7 +223,7 @@ impl TrainSettings {
         Ok(())
     }
 
-    fn includes(&self, algorithm: &str) -> bool {
+    pub(crate) fn includes(&self, algorithm: &str) -> bool {
         !self.exclude.iter().any(|e| e == algorithm)
     }
 }
@@ -269,7 +279,10 @@ impl ForecastPoint {
     }
 }
 
-/// The champion's verdict on one row.
+/// The verdict on one row: the champion's score and threshold, and why it
+/// was flagged (a built-in detector or the model; see
+/// [`detection`](super::anomaly::detection)). A row the data preparation
+/// rejected has an infinite score.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AnomalyFlag {
     pub row_id: Option<i64>,
@@ -277,6 +290,9 @@ pub struct AnomalyFlag {
     pub score: f64,
     pub threshold: f64,
     pub is_anomaly: bool,
+    /// Why the row was flagged; `None` when it was not.
+    #[serde(default)]
+    pub kind: Option<FlagKind>,
 }
 
 /// One trained and scored candidate.
@@ -318,6 +334,10 @@ pub struct TrainOutcome {
     /// Days (forecasts) or rows (anomaly detection) the models were fitted on.
     pub training_samples: usize,
     pub skipped: Vec<SkippedCandidate>,
+    /// Warnings for the operator (e.g. the data gives the multivariate
+    /// anomaly model nothing to learn); stored with the job's data report.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl TrainOutcome {
@@ -336,7 +356,7 @@ pub fn train_model(
     req.settings.validate()?;
     match target_of(req.model_type) {
         Some(target) => train_forecast(req, target, on_epoch),
-        None => train_anomaly(req, on_epoch),
+        None => detection::train_anomaly(req, on_epoch),
     }
 }
 
@@ -354,8 +374,7 @@ pub fn rescore(artifact_bytes: &[u8], req: &TrainRequest) -> Result<Metrics, Tra
         None => {
             let prep = data::prepare_rows(&req.rows, &req.settings.prep())?;
             let model = AnomalyModel::load(&artifact)?;
-            let holdout = model.standardize(prep.holdout());
-            Ok(metrics::reconstruction(&holdout, &model.scores(&holdout)))
+            Ok(detection::rescore(&model, &prep))
         }
     }
 }
@@ -403,7 +422,7 @@ pub fn predict(
         None => {
             let prep = data::prepare_rows(&req.rows, &req.settings.prep())?;
             let model = AnomalyModel::load(&artifact)?;
-            Ok((Vec::new(), flag_rows(&model, &prep)))
+            Ok((Vec::new(), detection::flag_rows(&model, &prep)))
         }
     }
 }
@@ -450,23 +469,6 @@ fn dated_forecast(
         &point,
         bands.as_deref(),
     )
-}
-
-/// Every prepared row's score and flag.
-fn flag_rows(model: &AnomalyModel, prep: &data::PreparedRows) -> Vec<AnomalyFlag> {
-    let all = model.standardize(&prep.rows);
-    model
-        .scores(&all)
-        .into_iter()
-        .zip(&prep.rows)
-        .map(|(score, row)| AnomalyFlag {
-            row_id: row.id,
-            date: row.date,
-            score,
-            threshold: model.threshold,
-            is_anomaly: score > model.threshold,
-        })
-        .collect()
 }
 
 /// A stored artifact (checksum verified) that fits the request's model type.
@@ -600,6 +602,7 @@ fn train_forecast(
         data: prep.report.clone(),
         training_samples: fit_len,
         skipped,
+        notes: Vec::new(),
     })
 }
 
@@ -853,227 +856,7 @@ struct CombinationHeader {
     weights: Vec<f64>,
 }
 
-fn train_anomaly(
-    req: &TrainRequest,
-    on_epoch: &mut dyn FnMut(&EpochReport),
-) -> Result<TrainOutcome, TrainError> {
-    let settings = &req.settings;
-    let prep = data::prepare_rows(&req.rows, &settings.prep())?;
-    let train = prep.train();
-    let val_first = prep.report.train.end - Duration::days(settings.validation_days as i64 - 1);
-    let fit_len = train.partition_point(|r| r.date < val_first);
-    let (fit, validation) = train.split_at(fit_len);
-    if fit.len() < 8 {
-        return Err(TrainError::InsufficientData {
-            have: fit.len(),
-            need: 8,
-            dropped: data::Dropped::default(),
-        });
-    }
-    let scalers: [Scaler; 3] =
-        std::array::from_fn(|f| Scaler::fit(fit.iter().map(move |r| r.features[f])));
-    let window = TrainingWindow {
-        start: fit[0].date,
-        end: val_first - Duration::days(1),
-        samples: fit.len(),
-    };
-
-    let mut candidates = Vec::new();
-    let mut models = Vec::new();
-    let mut skipped = Vec::new();
-    for &algorithm in algorithms(req.model_type) {
-        if !settings.includes(algorithm) {
-            continue;
-        }
-        let t0 = Instant::now();
-        let model = match AnomalyModel::fit(algorithm, fit, scalers, settings, req.seed, on_epoch) {
-            Ok(m) => m,
-            Err(reason) => {
-                tracing::warn!(algorithm, %reason, "candidate skipped");
-                skipped.push(SkippedCandidate {
-                    algorithm: algorithm.into(),
-                    reason,
-                });
-                continue;
-            }
-        };
-        let train_seconds = t0.elapsed().as_secs_f64();
-        // Without validation rows (sparse data), the choice falls back to
-        // the in-sample fit.
-        let val_rows = model.standardize(if validation.is_empty() {
-            fit
-        } else {
-            validation
-        });
-        let validation_metrics = metrics::reconstruction(&val_rows, &model.scores(&val_rows));
-        let hold_rows = model.standardize(prep.holdout());
-        let metrics = metrics::reconstruction(&hold_rows, &model.scores(&hold_rows));
-        let bytes = model.to_artifact(window).to_bytes();
-        candidates.push(Candidate {
-            algorithm: algorithm.into(),
-            metrics,
-            validation: validation_metrics,
-            sha256: artifact::sha256_hex(&bytes),
-            artifact: bytes,
-            train_seconds,
-        });
-        models.push(model);
-    }
-    let champion = pick_champion(&candidates, |c| c.validation.rmse, &skipped)?;
-    let anomalies = flag_rows(&models[champion], &prep);
-    Ok(TrainOutcome {
-        candidates,
-        champion,
-        forecast: Vec::new(),
-        anomalies,
-        data: prep.report.clone(),
-        training_samples: fit.len(),
-        skipped,
-    })
-}
-
-/// A fitted anomaly detector with its standardization and threshold.
-#[derive(Debug, Clone)]
-struct AnomalyModel {
-    scalers: [Scaler; 3],
-    threshold: f64,
-    kind: AnomalyKind,
-}
-
-#[derive(Debug, Clone)]
-enum AnomalyKind {
-    Pca(PcaDetector),
-    Autoencoder(std::sync::Arc<TrainedAutoencoder>),
-}
-
-impl AnomalyModel {
-    fn fit(
-        algorithm: &str,
-        fit: &[FeatureRow],
-        scalers: [Scaler; 3],
-        settings: &TrainSettings,
-        seed: u64,
-        on_epoch: &mut dyn FnMut(&EpochReport),
-    ) -> Result<AnomalyModel, String> {
-        let rows = standardize(&scalers, fit);
-        let kind = match algorithm {
-            "autoencoder" => {
-                let rows32: Vec<[f32; 3]> = rows.iter().map(|r| r.map(|x| x as f32)).collect();
-                let model = train_autoencoder(&rows32, &settings.autoencoder, seed, on_epoch)
-                    .map_err(|e| e.to_string())?;
-                AnomalyKind::Autoencoder(std::sync::Arc::new(model))
-            }
-            "pca" => {
-                AnomalyKind::Pca(PcaDetector::fit(&rows, &settings.pca).map_err(|e| e.to_string())?)
-            }
-            other => return Err(format!("unknown anomaly algorithm `{other}`")),
-        };
-        let mut model = AnomalyModel {
-            scalers,
-            threshold: 0.0,
-            kind,
-        };
-        model.threshold = quantile(model.scores(&rows), settings.anomaly_quantile);
-        Ok(model)
-    }
-
-    fn algorithm(&self) -> &'static str {
-        match self.kind {
-            AnomalyKind::Pca(_) => "pca",
-            AnomalyKind::Autoencoder(_) => "autoencoder",
-        }
-    }
-
-    fn standardize(&self, rows: &[FeatureRow]) -> Vec<[f64; 3]> {
-        standardize(&self.scalers, rows)
-    }
-
-    fn scores(&self, rows: &[[f64; 3]]) -> Vec<f64> {
-        match &self.kind {
-            AnomalyKind::Pca(m) => m.scores(rows),
-            AnomalyKind::Autoencoder(m) => {
-                let rows32: Vec<[f32; 3]> = rows.iter().map(|r| r.map(|x| x as f32)).collect();
-                m.reconstruction_errors(&rows32)
-                    .into_iter()
-                    .map(f64::from)
-                    .collect()
-            }
-        }
-    }
-
-    fn to_artifact(&self, window: TrainingWindow) -> Artifact {
-        let (config, model) = match &self.kind {
-            AnomalyKind::Pca(m) => (
-                to_json(&m.config),
-                serde_json::to_vec(m).expect("the model serializes"),
-            ),
-            AnomalyKind::Autoencoder(m) => (to_json(m.config()), m.to_bytes()),
-        };
-        Artifact {
-            header: header(
-                ModelType::AnomalyDetection,
-                self.algorithm(),
-                config,
-                Normalization::Features {
-                    scalers: self.scalers,
-                },
-                Some(self.threshold),
-                window,
-            ),
-            model,
-        }
-    }
-
-    fn load(artifact: &Artifact) -> Result<AnomalyModel, TrainError> {
-        let h = &artifact.header;
-        let Normalization::Features { scalers } = h.normalization else {
-            return Err(TrainError::CorruptArtifact(
-                "an anomaly model without feature normalization".into(),
-            ));
-        };
-        let threshold = h.threshold.ok_or_else(|| {
-            TrainError::CorruptArtifact("an anomaly model without a threshold".into())
-        })?;
-        let kind = match h.algorithm.as_str() {
-            "pca" => AnomalyKind::Pca(from_json_bytes(&artifact.model)?),
-            "autoencoder" => AnomalyKind::Autoencoder(std::sync::Arc::new(
-                TrainedAutoencoder::from_bytes(&artifact.model)
-                    .map_err(|e| TrainError::CorruptArtifact(e.to_string()))?,
-            )),
-            other => {
-                return Err(TrainError::CorruptArtifact(format!(
-                    "unknown anomaly algorithm `{other}`"
-                )))
-            }
-        };
-        Ok(AnomalyModel {
-            scalers,
-            threshold,
-            kind,
-        })
-    }
-}
-
-fn standardize(scalers: &[Scaler; 3], rows: &[FeatureRow]) -> Vec<[f64; 3]> {
-    rows.iter()
-        .map(|r| std::array::from_fn(|f| scalers[f].apply(r.features[f])))
-        .collect()
-}
-
-/// The `q` quantile with linear interpolation between order statistics.
-fn quantile(mut xs: Vec<f64>, q: f64) -> f64 {
-    xs.retain(|x| x.is_finite());
-    if xs.is_empty() {
-        return f64::INFINITY;
-    }
-    xs.sort_by(f64::total_cmp);
-    let pos = q * (xs.len() - 1) as f64;
-    let (lo, frac) = (pos.floor() as usize, pos.fract());
-    let hi = (lo + 1).min(xs.len() - 1);
-    xs[lo] + (xs[hi] - xs[lo]) * frac
-}
-
-fn header(
+pub(crate) fn header(
     model_type: ModelType,
     algorithm: &str,
     config: serde_json::Value,
@@ -1093,7 +876,7 @@ fn header(
     }
 }
 
-fn to_json<T: Serialize>(x: &T) -> serde_json::Value {
+pub(crate) fn to_json<T: Serialize>(x: &T) -> serde_json::Value {
     serde_json::to_value(x).expect("configs serialize")
 }
 
@@ -1101,6 +884,6 @@ fn from_json_value<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Res
     T::deserialize(v).map_err(|e| TrainError::CorruptArtifact(format!("bad config: {e}")))
 }
 
-fn from_json_bytes<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, TrainError> {
+pub(crate) fn from_json_bytes<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, TrainError> {
     serde_json::from_slice(b).map_err(|e| TrainError::CorruptArtifact(format!("bad model: {e}")))
 }

@@ -24,7 +24,7 @@ Examples:
 Output directory (default ./ml-models/<csv-stem>-<model>-<UTC timestamp>/):
   model.tyd       the champion's artifact (self-describing, checksummed)
   forecast.csv    date,value: the champion's forecast after the last data day
-  anomalies.csv   row,date,value,score,threshold,is_anomaly[,label] (anomaly_detection)
+  anomalies.csv   row,date,value,score,threshold,is_anomaly,kind[,label] (anomaly_detection)
   metrics.json    the same document --json prints
   plot.png        history, holdout actuals, champion holdout prediction, forecast";
 
@@ -34,7 +34,10 @@ Output directory (default ./ml-models/<csv-stem>-<model>-<UTC timestamp>/):
 /// date is ignored). Rows of the same date are summed for forecasts. Empty or
 /// non-numeric values are not fatal: they are counted and reported, and the
 /// pipeline's data rules apply (short gaps interpolated, a long gap cuts the
-/// older history, at least 180 usable days).
+/// older history). The minimum history is 180 days *with data*: days that
+/// have at least one usable row (interpolated days and the calendar span do
+/// not count). For anomaly_detection, rejected rows (negative, missing,
+/// absurd) are flagged with their reason, not dropped silently.
 #[derive(Debug, Clone, Args)]
 #[command(after_help = EXAMPLE)]
 pub struct TrainArgs {
@@ -86,6 +89,50 @@ pub struct TrainArgs {
     /// Seed of the neural models (the same seed and data give the same model).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+
+    /// Candidates not to train (comma-separated, e.g. `lstm` or `autoencoder`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "ALGS",
+        conflicts_with = "only"
+    )]
+    pub exclude: Vec<String>,
+
+    /// Train only these candidates (comma-separated, e.g. `pca`).
+    #[arg(long, value_delimiter = ',', value_name = "ALGS")]
+    pub only: Vec<String>,
+}
+
+impl TrainArgs {
+    /// The algorithms `--exclude`/`--only` leave out, checked against the
+    /// model type's candidates.
+    pub fn excluded(&self) -> Result<Vec<String>, CsvError> {
+        let all = crate::training::pipeline::algorithms(self.model);
+        for a in self.exclude.iter().chain(&self.only) {
+            if !all.contains(&a.as_str()) {
+                return Err(CsvError::Usage(format!(
+                    "unknown candidate `{a}` for {}; candidates: {}",
+                    self.model,
+                    all.join(", ")
+                )));
+            }
+        }
+        let excluded: Vec<String> = all
+            .iter()
+            .filter(|a| {
+                self.exclude.iter().any(|e| e == *a)
+                    || (!self.only.is_empty() && !self.only.iter().any(|o| o == *a))
+            })
+            .map(|a| a.to_string())
+            .collect();
+        if excluded.len() == all.len() {
+            return Err(CsvError::Usage(
+                "--exclude/--only leave no candidate to train".into(),
+            ));
+        }
+        Ok(excluded)
+    }
 }
 
 impl ColumnSpec {
@@ -142,10 +189,39 @@ mod tests {
             out: None,
             json: false,
             seed: 1,
+            exclude: Vec::new(),
+            only: Vec::new(),
         };
         assert!(matches!(
             ColumnSpec::from_args(&args),
             Err(CsvError::Usage(_))
         ));
+    }
+
+    #[test]
+    fn only_and_exclude_choose_candidates_and_refuse_unknown_ones() {
+        let mut args = TrainArgs {
+            csv: "x.csv".into(),
+            date_col: "day".into(),
+            value_col: "kwh".into(),
+            model: ModelType::AnomalyDetection,
+            feature_cols: Vec::new(),
+            label_col: None,
+            holdout_days: 30,
+            epochs: None,
+            out: None,
+            json: false,
+            seed: 1,
+            exclude: Vec::new(),
+            only: vec!["pca".into()],
+        };
+        assert_eq!(args.excluded().unwrap(), ["autoencoder"]);
+        args.only = Vec::new();
+        args.exclude = vec!["pca".into()];
+        assert_eq!(args.excluded().unwrap(), ["pca"]);
+        args.exclude = vec!["lstm".into()];
+        assert!(args.excluded().is_err());
+        args.exclude = vec!["pca".into(), "autoencoder".into()];
+        assert!(args.excluded().is_err());
     }
 }

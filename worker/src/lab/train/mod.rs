@@ -19,7 +19,8 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::training::{
-    apply_epoch_overrides, holdout_forecast, train_model, EpochReport, TrainRequest, TrainSettings,
+    apply_epoch_overrides, holdout_forecast, predict, train_model, EpochReport, TrainRequest,
+    TrainSettings,
 };
 
 use super::plot;
@@ -50,6 +51,7 @@ pub fn run_train(
 
     let mut settings = TrainSettings::default();
     settings.holdout_days = args.holdout_days;
+    settings.exclude = args.excluded()?;
     // Keep the production rule "fit window ≥ 60 days" when the holdout grows.
     settings.min_days = settings
         .min_days
@@ -97,6 +99,17 @@ pub fn run_train(
         write_anomalies_csv(&p, &outcome.anomalies, &csv.rows, csv.labels.as_deref())?;
         (None, Some(p))
     };
+    // Every anomaly candidate's own flags, beside the champion's.
+    let mut candidate_flags = Vec::new();
+    if !args.model.is_forecast() {
+        for c in &outcome.candidates {
+            let (_, flags) = predict(&c.artifact, &req)
+                .with_context(|| format!("scoring the rows with {}", c.algorithm))?;
+            let p = out_dir.join(format!("anomalies-{}.csv", c.algorithm));
+            write_anomalies_csv(&p, &flags, &csv.rows, csv.labels.as_deref())?;
+            candidate_flags.push(Some(flags.iter().filter(|f| f.is_anomaly).count()));
+        }
+    }
 
     let plot_path = out_dir.join("plot.png");
     let plot_data = plot_data(args, &csv.rows, &outcome, &holdout_prediction);
@@ -127,6 +140,7 @@ pub fn run_train(
                 validation: c.validation,
                 train_seconds: c.train_seconds,
                 sha256: c.sha256.clone(),
+                flagged: candidate_flags.get(i).copied().flatten(),
             })
             .collect(),
         skipped: outcome.skipped.clone(),
@@ -135,6 +149,14 @@ pub fn run_train(
         forecast: outcome.forecast.clone(),
         anomalies_flagged: (!args.model.is_forecast())
             .then(|| outcome.anomalies.iter().filter(|a| a.is_anomaly).count()),
+        flags_by_kind: (!args.model.is_forecast()).then(|| {
+            let mut by = std::collections::BTreeMap::new();
+            for k in outcome.anomalies.iter().filter_map(|a| a.kind) {
+                *by.entry(k.as_str().to_string()).or_insert(0) += 1;
+            }
+            by
+        }),
+        notes: outcome.notes.clone(),
         labels,
         files: OutputFiles {
             model: model_path,
@@ -208,13 +230,31 @@ pub fn execute(args: TrainArgs) -> anyhow::Result<i32> {
     }
     let result = run_train(&args, &mut |r| bars.on_epoch(r));
     bars.finish();
-    let summary = result?;
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) if args.json => {
+            // One JSON document on stdout even when training fails.
+            println!("{}", serde_json::to_string_pretty(&error_document(&e))?);
+            return Ok(1);
+        }
+        Err(e) => return Err(e),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print!("{}", render_table(&summary));
     }
     Ok(0)
+}
+
+/// The `--json` document of a failed run: `{"error": {"message", "causes"}}`.
+pub fn error_document(e: &anyhow::Error) -> serde_json::Value {
+    serde_json::json!({
+        "error": {
+            "message": format!("{e:#}"),
+            "causes": e.chain().map(|c| c.to_string()).collect::<Vec<_>>(),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -270,6 +310,8 @@ mod tests {
             out: None,
             json: true,
             seed: 1,
+            exclude: Vec::new(),
+            only: Vec::new(),
         };
         let err = run_train(&args, &mut |_| {}).unwrap_err();
         let chain = format!("{err:#}");
@@ -295,6 +337,36 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_run_gives_one_json_error_document() {
+        let dir = temp_dir("json-error");
+        let csv_path = dir.join("short.csv");
+        fs::write(&csv_path, generated_csv(40)).unwrap();
+        let args = TrainArgs {
+            csv: csv_path,
+            date_col: "day".into(),
+            value_col: "kwh".into(),
+            model: ModelType::AnomalyDetection,
+            feature_cols: Vec::new(),
+            label_col: None,
+            holdout_days: 30,
+            epochs: Some(1),
+            out: Some(dir.join("out")),
+            json: true,
+            seed: 1,
+            exclude: Vec::new(),
+            only: Vec::new(),
+        };
+        let err = run_train(&args, &mut |_| {}).unwrap_err();
+        let doc = error_document(&err);
+        let text = serde_json::to_string(&doc).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let message = back["error"]["message"].as_str().unwrap();
+        assert!(message.contains("insufficient data"), "{message}");
+        assert!(back["error"]["causes"].as_array().unwrap().len() >= 2);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn the_json_summary_has_candidates_champion_forecast_and_files() {
         let dir = temp_dir("json");
         let csv_path = dir.join("meter.csv");
@@ -312,6 +384,8 @@ mod tests {
             out: Some(out.clone()),
             json: true,
             seed: 7,
+            exclude: Vec::new(),
+            only: Vec::new(),
         };
         let mut epochs = 0;
         let summary = run_train(&args, &mut |_| epochs += 1).unwrap();

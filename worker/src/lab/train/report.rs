@@ -29,6 +29,10 @@ pub struct CandidateSummary {
     pub validation: Metrics,
     pub train_seconds: f64,
     pub sha256: String,
+    /// Rows this candidate flags on its own (anomaly detection: its score
+    /// above its threshold, or a built-in detector; written to
+    /// `anomalies-<algorithm>.csv`).
+    pub flagged: Option<usize>,
 }
 
 /// The champion's flags against the label column.
@@ -37,13 +41,15 @@ pub struct LabelScores {
     pub rows: usize,
     pub labelled_anomalies: usize,
     pub flagged: usize,
-    pub precision: f64,
-    pub recall: f64,
-    pub f1: f64,
+    /// `null` when undefined (nothing flagged).
+    pub precision: Option<f64>,
+    /// `null` when undefined (nothing labelled).
+    pub recall: Option<f64>,
+    pub f1: Option<f64>,
     /// The same on the holdout rows only.
-    pub holdout_precision: f64,
-    pub holdout_recall: f64,
-    pub holdout_f1: f64,
+    pub holdout_precision: Option<f64>,
+    pub holdout_recall: Option<f64>,
+    pub holdout_f1: Option<f64>,
 }
 
 /// The files written.
@@ -75,6 +81,10 @@ pub struct TrainSummary {
     pub forecast: Vec<ForecastPoint>,
     /// Rows flagged by the champion (anomaly detection only).
     pub anomalies_flagged: Option<usize>,
+    /// The champion's flags by reason (anomaly detection only).
+    pub flags_by_kind: Option<std::collections::BTreeMap<String, usize>>,
+    /// Warnings about the run (e.g. nothing for the multivariate model to learn).
+    pub notes: Vec<String>,
     pub labels: Option<LabelScores>,
     pub files: OutputFiles,
     pub settings: TrainSettings,
@@ -161,7 +171,15 @@ pub(super) fn write_anomalies_csv(
 ) -> anyhow::Result<()> {
     let mut w =
         csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut header = vec!["row", "date", "value", "score", "threshold", "is_anomaly"];
+    let mut header = vec![
+        "row",
+        "date",
+        "value",
+        "score",
+        "threshold",
+        "is_anomaly",
+        "kind",
+    ];
     if labels.is_some() {
         header.push("label");
     }
@@ -179,6 +197,7 @@ pub(super) fn write_anomalies_csv(
             format!("{}", f.score),
             format!("{}", f.threshold),
             u8::from(f.is_anomaly).to_string(),
+            f.kind.map(|k| k.as_str().to_string()).unwrap_or_default(),
         ];
         if let Some(l) = labels {
             rec.push(
@@ -351,7 +370,13 @@ pub fn render_table(s: &TrainSummary) -> String {
         );
         if let Some(l) = &s.labels {
             if c.champion {
-                let _ = write!(out, " {:>9.3} {:>7.3} {:>6.3}", l.precision, l.recall, l.f1);
+                let _ = write!(
+                    out,
+                    " {:>9} {:>7} {:>6}",
+                    fmt_opt(l.precision, 3),
+                    fmt_opt(l.recall, 3),
+                    fmt_opt(l.f1, 3)
+                );
             }
         }
         out.push('\n');
@@ -361,20 +386,46 @@ pub fn render_table(s: &TrainSummary) -> String {
     }
     let _ = writeln!(
         out,
-        "\nchampion: {} (lowest {} on the {} validation days before the holdout; holdout metrics above)",
+        "\nchampion: {} ({} the {} validation days before the holdout; holdout metrics above)",
         s.champion,
-        if s.model_type.is_forecast() { "MAE" } else { "reconstruction RMSE" },
+        if s.model_type.is_forecast() {
+            "lowest MAE on"
+        } else {
+            "most spikes and dips found among those injected into copies of"
+        },
         s.settings.validation_days
     );
     if let Some(n) = s.anomalies_flagged {
-        let _ = writeln!(out, "flagged: {n} of {} rows", d.rows_used);
+        let kinds = s
+            .flags_by_kind
+            .iter()
+            .flatten()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(out, "flagged: {n} of {} rows ({kinds})", d.rows_in);
+        for c in &s.candidates {
+            if let Some(f) = c.flagged {
+                let _ = writeln!(out, "  {} alone would flag {f}", c.algorithm);
+            }
+        }
+    }
+    for note in &s.notes {
+        let _ = writeln!(out, "warning: {note}");
     }
     if let Some(l) = &s.labels {
         let _ = writeln!(
             out,
-            "labels: {} anomalies in {} rows; champion flags {}: precision {:.3}, recall {:.3}, F1 {:.3} (holdout only: {:.3} / {:.3} / {:.3})",
-            l.labelled_anomalies, l.rows, l.flagged, l.precision, l.recall, l.f1,
-            l.holdout_precision, l.holdout_recall, l.holdout_f1
+            "labels: {} anomalies in {} rows; champion flags {}: precision {}, recall {}, F1 {} (holdout only: {} / {} / {})",
+            l.labelled_anomalies,
+            l.rows,
+            l.flagged,
+            fmt_opt(l.precision, 3),
+            fmt_opt(l.recall, 3),
+            fmt_opt(l.f1, 3),
+            fmt_opt(l.holdout_precision, 3),
+            fmt_opt(l.holdout_recall, 3),
+            fmt_opt(l.holdout_f1, 3)
         );
     }
     if let (Some(first), Some(last)) = (s.forecast.first(), s.forecast.last()) {

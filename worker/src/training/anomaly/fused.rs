@@ -9,7 +9,7 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 
-use super::model::{Autoencoder, FEATURES};
+use super::model::Autoencoder;
 use crate::training::forecast::fused::{replace, Adam};
 
 /// `(d_in, d_out)` of the four layers and where each one's weight
@@ -88,7 +88,7 @@ impl FusedAutoencoder {
     }
 
     /// Mean squared reconstruction error of the `rows` rows of `x`
-    /// (`[rows × 3]`), with its gradient added to `grads`.
+    /// (`[rows × inputs]`), with its gradient added to `grads`.
     pub fn loss_and_grads(
         &self,
         x: &[f32],
@@ -121,10 +121,11 @@ impl FusedAutoencoder {
             ws.acts[i] = out;
         }
         // Loss and its gradient w.r.t. the reconstruction.
-        let n = (rows * FEATURES) as f32;
+        let width = self.dims[0].0;
+        let n = (rows * width) as f32;
         let mut loss = 0.0f32;
         ws.grad.clear();
-        for (y, t) in ws.acts[3].iter().zip(&x[..rows * FEATURES]) {
+        for (y, t) in ws.acts[3].iter().zip(&x[..rows * width]) {
             let d = y - t;
             loss += d * d;
             ws.grad.push(2.0 * d / n);
@@ -195,6 +196,12 @@ fn dense(
             }
         }
     }
+}
+
+/// Mean squared reconstruction error of `rows` rows of `x`, forward only.
+pub fn loss(model: &FusedAutoencoder, x: &[f32], rows: usize, ws: &mut Workspace) -> f32 {
+    let mut scratch = vec![0.0f32; model.params.len()];
+    model.loss_and_grads(x, rows, ws, &mut scratch)
 }
 
 /// A fresh optimizer for `model`'s parameters.

@@ -1,4 +1,6 @@
-//! Dense(3→8) ReLU → Dense(8→2) ReLU → Dense(2→8) ReLU → Dense(8→3).
+//! Dense(n→8) ReLU → Dense(8→2) ReLU → Dense(2→8) ReLU → Dense(8→n), with
+//! `n` = [`AutoencoderConfig::inputs`] (the seed's three features by
+//! default).
 
 use burn::nn::{Linear, LinearConfig, Relu};
 use burn::prelude::*;
@@ -17,6 +19,18 @@ pub struct AutoencoderConfig {
     pub learning_rate: f64,
     #[config(default = 1e-7)]
     pub epsilon: f64,
+    /// Features per row.
+    #[config(default = 3)]
+    pub inputs: usize,
+    /// At least this many optimizer steps: a short history gets more epochs
+    /// (0: exactly `epochs`).
+    #[config(default = 0)]
+    pub min_steps: usize,
+    /// Early stopping: every fifth row is held out of the updates, and
+    /// training stops after this many epochs without a better loss on them,
+    /// keeping the best weights (0: no early stopping, no convergence check).
+    #[config(default = 0)]
+    pub patience: usize,
 }
 
 impl Default for AutoencoderConfig {
@@ -34,23 +48,20 @@ pub struct Autoencoder {
     pub relu: Relu,
 }
 
-/// Features per row: (`co2e_kg`, `value`, `grid_factor`).
-pub const FEATURES: usize = 3;
-
 impl AutoencoderConfig {
     pub fn init(&self, device: &Device) -> Autoencoder {
         Autoencoder {
-            enc1: LinearConfig::new(FEATURES, self.hidden).init(device),
+            enc1: LinearConfig::new(self.inputs, self.hidden).init(device),
             enc2: LinearConfig::new(self.hidden, self.bottleneck).init(device),
             dec1: LinearConfig::new(self.bottleneck, self.hidden).init(device),
-            dec2: LinearConfig::new(self.hidden, FEATURES).init(device),
+            dec2: LinearConfig::new(self.hidden, self.inputs).init(device),
             relu: Relu::new(),
         }
     }
 }
 
 impl Autoencoder {
-    /// `[rows, 3]` → `[rows, 3]`.
+    /// `[rows, inputs]` → `[rows, inputs]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let h = self.relu.forward(self.enc1.forward(x));
         let z = self.relu.forward(self.enc2.forward(h));

@@ -7,7 +7,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 
 use super::fused::{self, FusedAutoencoder};
-use super::model::{Autoencoder, AutoencoderConfig, FEATURES};
+use super::model::{Autoencoder, AutoencoderConfig};
 use crate::training::neural::{self, NeuralError};
 use crate::training::EpochReport;
 
@@ -24,34 +24,86 @@ impl std::fmt::Debug for TrainedAutoencoder {
     }
 }
 
-fn flatten(rows: &[[f32; FEATURES]]) -> Vec<f32> {
-    rows.iter().flat_map(|r| r.iter().copied()).collect()
+fn flatten<R: AsRef<[f32]>>(rows: &[R]) -> Vec<f32> {
+    rows.iter()
+        .flat_map(|r| r.as_ref().iter().copied())
+        .collect()
 }
 
-/// Trains on standardized rows (shuffled each epoch with a seeded order).
-pub fn train_autoencoder(
-    rows: &[[f32; FEATURES]],
+/// The loss that predicting every row's column means would have: what a
+/// model that learned nothing reaches.
+fn mean_baseline(x: &[f32], width: usize) -> f32 {
+    let rows = x.len() / width;
+    if rows == 0 {
+        return 0.0;
+    }
+    let mut total = 0.0f32;
+    for f in 0..width {
+        let mean = (0..rows).map(|r| x[r * width + f]).sum::<f32>() / rows as f32;
+        total += (0..rows)
+            .map(|r| (x[r * width + f] - mean).powi(2))
+            .sum::<f32>();
+    }
+    total / x.len() as f32
+}
+
+/// A model whose held-out loss stays above this share of [`mean_baseline`]
+/// did not converge.
+pub const CONVERGENCE_RATIO: f32 = 0.9;
+
+/// Trains on standardized rows of `config.inputs` features (shuffled each
+/// epoch with a seeded order). With `config.patience > 0`, every fifth row
+/// is held out for early stopping, the best weights on it are kept, and a
+/// held-out loss of at least [`CONVERGENCE_RATIO`] of the mean baseline is
+/// [`NeuralError::DidNotConverge`].
+pub fn train_autoencoder<R: AsRef<[f32]>>(
+    rows: &[R],
     config: &AutoencoderConfig,
     seed: u64,
     on_epoch: &mut dyn FnMut(&EpochReport),
 ) -> Result<TrainedAutoencoder, NeuralError> {
-    if rows.len() < 2 {
+    let width = config.inputs;
+    if let Some(r) = rows.iter().find(|r| r.as_ref().len() != width) {
+        return Err(NeuralError::Shape(format!(
+            "rows of {} features for an autoencoder of {width} inputs",
+            r.as_ref().len()
+        )));
+    }
+    let early = config.patience > 0;
+    let (train_rows, held): (Vec<&R>, Vec<&R>) = if early {
+        let (a, b): (Vec<_>, Vec<_>) = rows.iter().enumerate().partition(|(i, _)| i % 5 != 4);
+        (
+            a.into_iter().map(|(_, r)| r).collect(),
+            b.into_iter().map(|(_, r)| r).collect(),
+        )
+    } else {
+        (rows.iter().collect(), Vec::new())
+    };
+    if train_rows.len() < 2 || (early && held.is_empty()) {
         return Err(NeuralError::TooShort {
             have: rows.len(),
-            need: 2,
+            need: if early { 5 } else { 2 },
         });
     }
     let model = neural::seeded_init(seed, |device| config.init(device));
     let mut engine = FusedAutoencoder::from_burn(&model);
     let mut optim = fused::adam(&engine, config.epsilon);
     let mut ws = fused::Workspace::default();
+    let mut held_ws = fused::Workspace::default();
     let mut grads = vec![0.0f32; engine.params.len()];
-    let data = flatten(rows);
-    let mut order: Vec<usize> = (0..rows.len()).collect();
+    let data = flatten(&train_rows);
+    let held_x = flatten(&held);
+    let mut order: Vec<usize> = (0..train_rows.len()).collect();
     let mut rng = seed ^ 0xA070_E4C0_DE55;
     let batch = config.batch_size.max(1);
-    let mut bx = Vec::with_capacity(batch * FEATURES);
-    for epoch in 1..=config.epochs {
+    let steps_per_epoch = train_rows.len().div_ceil(batch);
+    let epochs = config
+        .epochs
+        .max(config.min_steps.div_ceil(steps_per_epoch));
+    let mut best: Option<(f32, Vec<f32>)> = None;
+    let mut since_best = 0;
+    let mut bx = Vec::with_capacity(batch * width);
+    for epoch in 1..=epochs {
         let started = Instant::now();
         neural::shuffle(&mut order, &mut rng);
         let mut loss_sum = 0.0f64;
@@ -59,7 +111,7 @@ pub fn train_autoencoder(
             let b = chunk.len();
             bx.clear();
             for &i in chunk {
-                bx.extend_from_slice(&data[i * FEATURES..(i + 1) * FEATURES]);
+                bx.extend_from_slice(&data[i * width..(i + 1) * width]);
             }
             grads.fill(0.0);
             let value = f64::from(engine.loss_and_grads(&bx, b, &mut ws, &mut grads));
@@ -69,14 +121,37 @@ pub fn train_autoencoder(
             loss_sum += value * b as f64;
             optim.step(config.learning_rate, &mut engine.params, &grads);
         }
+        let val_loss = early.then(|| fused::loss(&engine, &held_x, held.len(), &mut held_ws));
         on_epoch(&EpochReport {
             algorithm: "autoencoder".to_string(),
             epoch,
-            epochs: config.epochs,
-            train_loss: loss_sum / rows.len() as f64,
-            val_loss: None,
+            epochs,
+            train_loss: loss_sum / train_rows.len() as f64,
+            val_loss: val_loss.map(f64::from),
             seconds: started.elapsed().as_secs_f64(),
         });
+        if let Some(v) = val_loss {
+            if best.as_ref().is_none_or(|(b, _)| v < *b) {
+                best = Some((v, engine.params.clone()));
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if since_best >= config.patience {
+                    break;
+                }
+            }
+        }
+    }
+    if let Some((loss, params)) = best {
+        let baseline = mean_baseline(&held_x, width);
+        // A NaN loss did not converge either.
+        if loss.is_nan() || loss >= CONVERGENCE_RATIO * baseline {
+            return Err(NeuralError::DidNotConverge {
+                loss: f64::from(loss),
+                baseline: f64::from(baseline),
+            });
+        }
+        engine.params = params;
     }
     Ok(TrainedAutoencoder {
         config: config.clone(),
@@ -89,22 +164,40 @@ impl TrainedAutoencoder {
         &self.config
     }
 
-    /// Per-row mean squared reconstruction error.
-    pub fn reconstruction_errors(&self, rows: &[[f32; FEATURES]]) -> Vec<f32> {
+    /// Each row's reconstruction.
+    pub fn reconstruct<R: AsRef<[f32]>>(&self, rows: &[R]) -> Vec<Vec<f32>> {
         if rows.is_empty() {
             return Vec::new();
         }
+        let width = self.config.inputs;
         let device = self.model.enc1.weight.val().device();
-        {
-            let x = neural::tensor2(flatten(rows), [rows.len(), FEATURES], &device);
-            let out = neural::to_vec(self.model.forward(x));
-            rows.iter()
-                .zip(out.chunks(FEATURES))
-                .map(|(r, o)| {
-                    r.iter().zip(o).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / FEATURES as f32
-                })
-                .collect()
+        let x = neural::tensor2(flatten(rows), [rows.len(), width], &device);
+        neural::to_vec(self.model.forward(x))
+            .chunks(width)
+            .map(<[f32]>::to_vec)
+            .collect()
+    }
+
+    /// Per-row mean squared reconstruction error.
+    pub fn reconstruction_errors<R: AsRef<[f32]>>(&self, rows: &[R]) -> Vec<f32> {
+        if rows.is_empty() {
+            return Vec::new();
         }
+        let width = self.config.inputs;
+        let device = self.model.enc1.weight.val().device();
+        let x = neural::tensor2(flatten(rows), [rows.len(), width], &device);
+        let out = neural::to_vec(self.model.forward(x));
+        rows.iter()
+            .zip(out.chunks(width))
+            .map(|(r, o)| {
+                r.as_ref()
+                    .iter()
+                    .zip(o)
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum::<f32>()
+                    / width as f32
+            })
+            .collect()
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -137,7 +230,7 @@ impl TrainedAutoencoder {
 mod tests {
     use super::*;
 
-    fn rows() -> Vec<[f32; FEATURES]> {
+    fn rows() -> Vec<[f32; 3]> {
         (0..120)
             .map(|i| {
                 let a = (i as f32 * 0.1).sin();
@@ -182,7 +275,7 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02
         };
-        let normal: Vec<[f32; FEATURES]> = (0..600)
+        let normal: Vec<[f32; 3]> = (0..600)
             .map(|i| {
                 let a = (i as f32 * 0.37).sin();
                 let b = (i as f32 * 0.11).cos();
@@ -206,13 +299,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_autoencoder_that_learns_nothing_reports_that_it_did_not_converge() {
+        let rows: Vec<[f32; 3]> = (0..200)
+            .map(|i| {
+                let a = (i as f32 * 0.37).sin();
+                [a, 0.5 * a, (i as f32 * 0.11).cos()]
+            })
+            .collect();
+        // No learning at all: the held-out loss stays where it started.
+        let frozen = AutoencoderConfig::new()
+            .with_learning_rate(0.0)
+            .with_patience(5);
+        let err = train_autoencoder(&rows, &frozen, 1, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, NeuralError::DidNotConverge { .. }), "{err}");
+        // The production setting learns the same rows.
+        let config = AutoencoderConfig::new()
+            .with_min_steps(2000)
+            .with_patience(20);
+        let mut epochs = 0;
+        train_autoencoder(&rows, &config, 1, &mut |_| epochs += 1).expect("converges");
+        assert!(
+            epochs > 30,
+            "short histories get more steps: {epochs} epochs"
+        );
+    }
+
     /// The previous implementation, on burn's autodiff: the reference the
     /// fused training must reproduce.
-    fn train_with_burn(
-        rows: &[[f32; FEATURES]],
-        config: &AutoencoderConfig,
-        seed: u64,
-    ) -> Vec<Vec<f32>> {
+    fn train_with_burn(rows: &[[f32; 3]], config: &AutoencoderConfig, seed: u64) -> Vec<Vec<f32>> {
         use burn::nn::loss::{MseLoss, Reduction};
         use burn::optim::{AdamConfig, GradientsParams};
         let mut model = neural::seeded_init(seed, |device| config.init(device));
@@ -226,9 +341,9 @@ mod tests {
             for chunk in order.chunks(config.batch_size) {
                 let mut bx = Vec::new();
                 for &i in chunk {
-                    bx.extend_from_slice(&data[i * FEATURES..(i + 1) * FEATURES]);
+                    bx.extend_from_slice(&data[i * 3..(i + 1) * 3]);
                 }
-                let x = neural::tensor2(bx, [chunk.len(), FEATURES], &device);
+                let x = neural::tensor2(bx, [chunk.len(), 3], &device);
                 let loss = MseLoss::new().forward(model.forward(x.clone()), x, Reduction::Mean);
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 model = optim.step(config.learning_rate, model, grads);
