@@ -49,6 +49,10 @@ pub struct NewCycle {
     pub requested_by: String,
     pub org: Option<OrgId>,
     pub model_type: Option<ModelType>,
+    /// When not empty: only these (organization, model type) pairs, e.g. the
+    /// failed jobs of a cycle being retried (`org` and `model_type` still
+    /// narrow it further when set).
+    pub pairs: Vec<(OrgId, ModelType)>,
     /// Days of data a model type needs; fewer → the job is `skipped`.
     pub min_days: i64,
     pub max_attempts: i32,
@@ -82,6 +86,17 @@ pub struct LiveJob {
     pub org_id: OrgId,
     pub model_type: ModelType,
     pub status: String,
+}
+
+impl LiveJob {
+    /// The answer to a request for this pair, shared by the command line and
+    /// the ops API so both say the same.
+    pub fn describe(&self) -> String {
+        format!(
+            "organization {} {}: already being trained by job {} (cycle {}, {}); not enqueued again",
+            self.org_id, self.model_type, self.job_id, self.cycle_id, self.status
+        )
+    }
 }
 
 /// The monthly cycle key of a tick, e.g. `2026-12`.
@@ -150,6 +165,16 @@ pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome
     // skip reason. One with enough rows is queued; if duplicates or gaps
     // leave it short after all, its worker records the job as `skipped`
     // with the exact figures.
+    let pair_orgs: Option<Vec<Uuid>> = if new.pairs.is_empty() {
+        None
+    } else {
+        let mut orgs: Vec<Uuid> = new.pairs.iter().map(|(o, _)| o.0).collect();
+        orgs.sort();
+        orgs.dedup();
+        Some(orgs)
+    };
+    let wanted: std::collections::HashSet<(Uuid, ModelType)> =
+        new.pairs.iter().map(|(o, t)| (o.0, *t)).collect();
     let rows = sqlx::query(
         "select o.id, coalesce(m.co2e_rows, 0), coalesce(m.energy_rows, 0), coalesce(m.any_rows, 0)
          from organizations o
@@ -159,11 +184,14 @@ pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome
                            count(*) as any_rows
                     from metrics_data
                     where ($1::uuid is null or organization_id = $1)
+                      and ($2::uuid[] is null or organization_id = any($2))
                     group by organization_id) m on m.organization_id = o.id
          where ($1::uuid is null or o.id = $1)
+           and ($2::uuid[] is null or o.id = any($2))
          order by o.id",
     )
     .bind(new.org)
+    .bind(pair_orgs)
     .fetch_all(&mut *tx)
     .await?;
     let short: Vec<Uuid> = rows
@@ -200,6 +228,9 @@ pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome
     for row in &rows {
         let org: Uuid = row.get(0);
         for t in &types {
+            if !wanted.is_empty() && !wanted.contains(&(org, *t)) {
+                continue;
+            }
             let column = match t {
                 ModelType::EmissionsForecast => 0,
                 ModelType::EnergyForecast => 1,

@@ -8,7 +8,8 @@ pub mod db;
 pub mod domain;
 pub mod jobs;
 pub mod queue;
+pub mod store;
 pub mod telemetry;
 pub mod text;
 
-pub use domain::{CycleId, CycleStatus, JobId, JobStatus, ModelType, OrgId};
+pub use domain::{CycleId, CycleStatus, JobId, JobStatus, ModelStatus, ModelType, OrgId};
