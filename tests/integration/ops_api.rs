@@ -739,6 +739,7 @@ async fn writes_are_off_without_an_operator_token_and_open_binds_need_a_token() 
         bind: "::".parse().unwrap(),
         reader_token: reader.map(str::to_string),
         operator_token: None,
+        metrics_secs: 15,
     };
     let e = open(None).check().unwrap_err().to_string();
     assert!(
@@ -747,5 +748,165 @@ async fn writes_are_off_without_an_operator_token_and_open_binds_need_a_token() 
     );
     assert!(open(Some("t")).check().is_ok());
     assert!(!format!("{:?}", open(Some("t0ken-value"))).contains("t0ken-value"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_route() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let app = app(&env, Some(READER), Some(OPERATOR)).await?;
+    let a = call(&app, "GET", "/api/v1/openapi.json", Some(READER), &[], None).await?;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(
+        a.body["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        a.body["openapi"]
+    );
+    assert!(a.body["components"]["securitySchemes"]["bearer"].is_object());
+    let mut listed = HashSet::new();
+    for (path, item) in a.body["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            assert!(
+                op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                "{method} {path}"
+            );
+            listed.insert(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    let routes = [
+        "GET /health",
+        "GET /ready",
+        "GET /api/v1/openapi.json",
+        "GET /api/v1/overview",
+        "GET /api/v1/cycles",
+        "POST /api/v1/cycles",
+        "GET /api/v1/cycles/{id}",
+        "GET /api/v1/cycles/{id}/matrix",
+        "POST /api/v1/cycles/{id}/retry-failed",
+        "GET /api/v1/jobs",
+        "POST /api/v1/jobs",
+        "GET /api/v1/jobs/{id}",
+        "GET /api/v1/jobs/{id}/epochs",
+        "POST /api/v1/jobs/{id}/retry",
+        "GET /api/v1/orgs",
+        "GET /api/v1/orgs/{id}",
+        "GET /api/v1/orgs/{id}/models/{model_type}/versions",
+        "POST /api/v1/orgs/{id}/models/{model_type}/promote",
+        "POST /api/v1/orgs/{id}/models/{model_type}/rollback",
+        "GET /api/v1/workers",
+        "GET /api/v1/audit",
+    ];
+    let expected: HashSet<String> = routes.iter().map(|r| r.to_string()).collect();
+    assert_eq!(listed, expected);
+    // Every listed route exists on the router: none answers the 404 of an
+    // unknown route (ids are made up, so rows may be missing).
+    let some = Uuid::new_v4().to_string();
+    for route in routes {
+        let (method, path) = route.split_once(' ').unwrap();
+        let path = path
+            .replace("{id}", &some)
+            .replace("{model_type}", "energy_forecast");
+        let a = call(&app, method, &path, Some(READER), &[], None).await?;
+        assert!(
+            !(a.status == StatusCode::NOT_FOUND
+                && a.body["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("no such route"))),
+            "{route} is not routed"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_histograms_with_closed_labels_and_gauges_from_postgres() -> anyhow::Result<()>
+{
+    use trainyard_scheduler::api::metrics;
+    let env = TestEnv::new().await?;
+    for i in 0..4 {
+        insert_org(&env.pool, &format!("org-{i}"), 200, 110 + i).await?;
+    }
+    let cycle = enqueue(&env, None, None).await?;
+    metrics::handle();
+    let app = app(&env, Some(READER), Some(OPERATOR)).await?;
+    for path in [
+        "/api/v1/overview".to_string(),
+        format!("/api/v1/cycles/{cycle}"),
+        format!("/api/v1/cycles/{}", Uuid::new_v4()),
+        "/api/v1/jobs?status=queued".to_string(),
+    ] {
+        call(&app, "GET", &path, Some(READER), &[], None).await?;
+    }
+    let mut conn = env.pool.acquire().await?;
+    metrics::refresh_gauges(&mut conn, 5.0).await?;
+
+    // /metrics needs no token and renders the text format.
+    let res = app
+        .clone()
+        .oneshot(Request::builder().uri("/metrics").body(Body::empty())?)
+        .await?;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["content-type"]
+        .to_str()?
+        .starts_with("text/plain"));
+    let text = String::from_utf8(res.into_body().collect().await?.to_bytes().to_vec())?;
+
+    let mut kinds = std::collections::HashMap::new();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut parts = line[7..].split(' ');
+        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+        kinds.insert(name.to_string(), kind.to_string());
+        assert!(name.starts_with("trainyard_"), "{line}");
+        assert_ne!(
+            kind, "summary",
+            "{line}: summaries cannot be summed across replicas"
+        );
+        if name.ends_with("_duration_seconds") {
+            assert_eq!(kind, "histogram", "{line}");
+        }
+        if kind == "counter" {
+            assert!(name.ends_with("_total"), "{line}");
+        }
+    }
+    for (name, kind) in [
+        ("trainyard_api_requests_total", "counter"),
+        ("trainyard_api_request_duration_seconds", "histogram"),
+        ("trainyard_jobs", "gauge"),
+        ("trainyard_oldest_queued_job_age_seconds", "gauge"),
+        ("trainyard_workers_busy", "gauge"),
+        ("trainyard_cycle_jobs", "gauge"),
+        ("trainyard_cycle_overdue", "gauge"),
+        ("trainyard_gauge_refresh_duration_seconds", "histogram"),
+    ] {
+        assert_eq!(
+            kinds.get(name).map(String::as_str),
+            Some(kind),
+            "{name} in:\n{text}"
+        );
+    }
+    let allowed = ["route", "method", "status", "le"];
+    let hexish = |v: &str| v.chars().filter(|c| c.is_ascii_hexdigit()).count() >= 32;
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        if let Some((_, rest)) = line.split_once('{') {
+            let labels = rest.rsplit_once('}').unwrap().0;
+            for pair in labels.split("\",") {
+                let (k, v) = pair.split_once('=').unwrap();
+                assert!(allowed.contains(&k), "label {k} in {line}");
+                assert!(!hexish(v), "an id as a label value: {line}");
+            }
+        }
+    }
+    assert!(
+        text.contains("trainyard_jobs{status=\"queued\"} 12"),
+        "{text}"
+    );
+    assert!(text.contains("route=\"/api/v1/cycles/{id}\""), "{text}");
+    assert!(
+        text.contains("trainyard_api_request_duration_seconds_bucket{"),
+        "{text}"
+    );
     Ok(())
 }

@@ -5,9 +5,11 @@
 //! and by the readiness probe.
 
 pub mod auth;
+pub mod metrics;
+pub mod openapi;
 pub mod problem;
-mod read;
-mod write;
+pub mod read;
+pub mod write;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -49,6 +51,11 @@ pub struct ApiSettings {
     /// Token of the operator role (reads and writes). Without it, writes answer 403.
     #[arg(long, env = "TRAINYARD_OPERATOR_TOKEN", hide_env_values = true)]
     pub operator_token: Option<String>,
+
+    /// Seconds between computations of the queue and cycle gauges of `/metrics` (1–3600).
+    #[arg(long, env = "TRAINYARD_METRICS_SECS", default_value_t = 15,
+          value_parser = trainyard_shared::config::bounded::<u64>("TRAINYARD_METRICS_SECS", 1, 3600))]
+    pub metrics_secs: u64,
 }
 
 impl std::fmt::Debug for ApiSettings {
@@ -56,6 +63,7 @@ impl std::fmt::Debug for ApiSettings {
         f.debug_struct("ApiSettings")
             .field("port", &self.port)
             .field("bind", &self.bind)
+            .field("metrics_secs", &self.metrics_secs)
             .field("reader_token", &self.reader_token.as_ref().map(|_| "set"))
             .field(
                 "operator_token",
@@ -131,13 +139,16 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/workers", get(read::workers))
         .route("/audit", get(read::audit))
+        .route("/openapi.json", get(openapi::document))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
-        ));
+        ))
+        .route_layer(axum::middleware::from_fn(metrics::track));
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics::render))
         .nest("/api/v1", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -156,12 +167,17 @@ async fn method_not_allowed() -> Problem {
     )
 }
 
-async fn health() -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/health", tag = "probes", summary = "Liveness (no auth)",
+    responses((status = 200, description = "the process serves", body = serde_json::Value)))]
+pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// 200 when PostgreSQL and Redis both answer within 2 s, 503 otherwise.
-async fn ready(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
+#[utoipa::path(get, path = "/ready", tag = "probes", summary = "Readiness: PostgreSQL and Redis (no auth)",
+    responses((status = 200, description = "both answer", body = serde_json::Value),
+              (status = 503, description = "one does not", body = serde_json::Value)))]
+pub async fn ready(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
     let limit = Duration::from_secs(2);
     let pg = tokio::time::timeout(limit, trainyard_shared::store::ops::ping(&state.pool))
         .await
@@ -226,13 +242,21 @@ pub async fn run_serve(
             )
         })?;
     let tokens = api.tokens();
+    metrics::handle();
+    let gauges = tokio::spawn(metrics::gauge_timer(
+        pool.clone(),
+        Duration::from_secs(api.metrics_secs),
+        settings.lease_timeout_secs as f64,
+    ));
     let state = Arc::new(ApiState {
         pool,
         redis,
         settings,
         tokens,
     });
-    serve(state, &api, shutdown).await
+    let served = serve(state, &api, shutdown).await;
+    gauges.abort();
+    served
 }
 
 /// The query string as pairs; a malformed one is a 400.

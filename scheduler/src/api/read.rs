@@ -45,6 +45,14 @@ pub(crate) fn parse_model_type(value: &str) -> ApiResult<ModelType> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/overview",
+    tag = "read",
+    summary = "Current cycle progress, queue, workers, ETA and what needs attention",
+    params(("finish_by" = Option<String>, Query, description = "RFC 3339 time for the replicas-needed estimate")),
+    responses((status = 200, description = "the overview", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"), (status = 422, description = "a value out of range", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn overview(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Reply {
     let p = params(raw, &["finish_by"])?;
     let finish_by = match p.get("finish_by") {
@@ -155,6 +163,14 @@ pub async fn overview(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuer
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/cycles",
+    tag = "read",
+    summary = "Cycles, newest first",
+    params(("limit" = Option<i64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query, description = "the `next` of the previous page")),
+    responses((status = 200, description = "a page of cycles", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"), (status = 422, description = "a value out of range", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn cycles(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Reply {
     let p = params(raw, &["limit", "cursor"])?;
     let limit = parse_limit(p.get("limit").map(String::as_str))?;
@@ -169,6 +185,14 @@ pub async fn cycles(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery)
     Ok(Json(json!({"items": rows, "next": next})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/cycles/{id}",
+    tag = "read",
+    summary = "One cycle with counts by model type and status",
+    params(("id" = String, Path, description = "cycle id (uuid)")),
+    responses((status = 200, description = "the cycle", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"), (status = 404, description = "no such row", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn cycle(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Reply {
     let id: CycleId = parse_id("cycle", &id)?;
     let c = ops::cycle(&state.pool, id)
@@ -180,6 +204,14 @@ pub async fn cycle(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/cycles/{id}/matrix",
+    tag = "read",
+    summary = "Organization by model type cells of a cycle",
+    params(("id" = String, Path, description = "cycle id (uuid)"), ("limit" = Option<i64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query, description = "the `next` of the previous page")),
+    responses((status = 200, description = "a page of organizations", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"), (status = 404, description = "no such row", body = serde_json::Value, content_type = "application/problem+json"), (status = 422, description = "a value out of range", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn matrix(
     State(state): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -324,6 +356,14 @@ pub(crate) fn job_filter(pairs: &[(String, String)], now: DateTime<Utc>) -> ApiR
     Ok(f)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    tag = "read",
+    summary = "Job search with qualifiers",
+    params(("q" = Option<String>, Query, description = "qualifiers org: model: status: cycle: reason: worker: since:"), ("limit" = Option<i64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query, description = "the `next` of the previous page"), ("org" = Option<String>, Query, description = "the qualifier of the same name, as a parameter"), ("model" = Option<String>, Query, description = "the qualifier of the same name, as a parameter"), ("status" = Option<String>, Query, description = "the qualifier of the same name, as a parameter"), ("cycle" = Option<String>, Query, description = "the qualifier of the same name, as a parameter"), ("reason" = Option<String>, Query, description = "the qualifier of the same name, as a parameter"), ("worker" = Option<String>, Query, description = "the qualifier of the same name, as a parameter"), ("since" = Option<String>, Query, description = "the qualifier of the same name, as a parameter")),
+    responses((status = 200, description = "a page of jobs", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"), (status = 422, description = "a value out of range", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn jobs(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Reply {
     let p = params(
         raw,
@@ -357,6 +397,14 @@ pub(crate) fn cli_line(org: OrgId, model_type: ModelType) -> String {
     format!("trainyard-scheduler enqueue --org {org} --model {model_type}")
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    tag = "read",
+    summary = "One job: attempts, timings, candidates, model, CLI line",
+    params(("id" = String, Path, description = "job id (uuid)")),
+    responses((status = 200, description = "the job", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"), (status = 404, description = "no such row", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Reply {
     let id: JobId = parse_id("job", &id)?;
     let j = ops::job(&state.pool, id)
@@ -390,6 +438,14 @@ pub async fn job(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> 
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/epochs",
+    tag = "read",
+    summary = "Per-epoch losses of a job",
+    params(("id" = String, Path, description = "job id (uuid)")),
+    responses((status = 200, description = "the epochs", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"), (status = 404, description = "no such row", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn epochs(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Reply {
     let id: JobId = parse_id("job", &id)?;
     if ops::job(&state.pool, id).await?.is_none() {
@@ -399,6 +455,14 @@ pub async fn epochs(State(state): State<Arc<ApiState>>, Path(id): Path<String>) 
     Ok(Json(json!({"job_id": id, "items": rows})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs",
+    tag = "read",
+    summary = "Organizations by id",
+    params(("limit" = Option<i64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query, description = "the `next` of the previous page")),
+    responses((status = 200, description = "a page of organizations", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"), (status = 422, description = "a value out of range", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn orgs(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Reply {
     let p = params(raw, &["limit", "cursor"])?;
     let limit = parse_limit(p.get("limit").map(String::as_str))?;
@@ -416,6 +480,14 @@ pub async fn orgs(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -
     Ok(Json(json!({"items": rows, "next": next})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{id}",
+    tag = "read",
+    summary = "One organization with its active models and latest jobs",
+    params(("id" = String, Path, description = "organization id (uuid)")),
+    responses((status = 200, description = "the organization", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"), (status = 404, description = "no such row", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn org(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> Reply {
     let id: OrgId = parse_id("organization", &id)?;
     let o = ops::org(&state.pool, id)
@@ -428,6 +500,14 @@ pub async fn org(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -> 
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/orgs/{id}/models/{model_type}/versions",
+    tag = "read",
+    summary = "Model versions, newest first",
+    params(("id" = String, Path, description = "organization id (uuid)"), ("model_type" = String, Path, description = "emissions_forecast, energy_forecast or anomaly_detection"), ("limit" = Option<i64>, Query, description = "1 to 500, default 50")),
+    responses((status = 200, description = "the versions", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"), (status = 404, description = "no such row", body = serde_json::Value, content_type = "application/problem+json"), (status = 422, description = "a value out of range", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn versions(
     State(state): State<Arc<ApiState>>,
     Path((id, model_type)): Path<(String, String)>,
@@ -448,6 +528,13 @@ pub async fn versions(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/workers",
+    tag = "read",
+    summary = "Workers seen through their running jobs",
+    responses((status = 200, description = "the workers", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn workers(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Reply {
     params(raw, &[])?;
     let jobs = ops::running_jobs(&state.pool, state.stale_after_secs()).await?;
@@ -474,6 +561,14 @@ pub async fn workers(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery
     })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "read",
+    summary = "Every write, newest first",
+    params(("limit" = Option<i64>, Query, description = "1 to 500, default 50"), ("cursor" = Option<String>, Query, description = "the `next` of the previous page")),
+    responses((status = 200, description = "a page of audit rows", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"), (status = 422, description = "a value out of range", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn audit(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Reply {
     let p = params(raw, &["limit", "cursor"])?;
     let limit = parse_limit(p.get("limit").map(String::as_str))?;

@@ -173,6 +173,14 @@ struct EnqueueBody {
 }
 
 /// `POST /jobs`: one organization × model type now.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs",
+    tag = "write",
+    summary = "Train one organization and model type now",
+    params(("Idempotency-Key" = Option<String>, Header, description = "replays the first answer for the same request")),
+    responses((status = 201, description = "created", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"), (status = 403, description = "not the operator, or a cross-site request", body = serde_json::Value, content_type = "application/problem+json"), (status = 404, description = "no such row", body = serde_json::Value, content_type = "application/problem+json"), (status = 409, description = "a conflict, e.g. the pair already has a live job", body = serde_json::Value, content_type = "application/problem+json"), (status = 422, description = "a value out of range", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn enqueue(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -281,6 +289,13 @@ struct CycleBody {
 
 /// `POST /cycles`: an ad-hoc cycle of every organization, or of a list of
 /// organizations and model types.
+#[utoipa::path(
+    post,
+    path = "/api/v1/cycles",
+    tag = "write",
+    summary = "An ad-hoc cycle of every organization or of a list",
+    responses((status = 201, description = "created", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"), (status = 403, description = "not the operator, or a cross-site request", body = serde_json::Value, content_type = "application/problem+json"), (status = 409, description = "a conflict, e.g. the pair already has a live job", body = serde_json::Value, content_type = "application/problem+json"), (status = 422, description = "a value out of range", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn create_cycle(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -385,6 +400,14 @@ struct RetryBody {
 
 /// `POST /jobs/{id}/retry`: trains a failed or skipped job's organization
 /// and model type again, in a new ad-hoc cycle.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/retry",
+    tag = "write",
+    summary = "Train a failed or skipped job again",
+    params(("id" = String, Path, description = "job id (uuid)")),
+    responses((status = 201, description = "created", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"), (status = 403, description = "not the operator, or a cross-site request", body = serde_json::Value, content_type = "application/problem+json"), (status = 404, description = "no such row", body = serde_json::Value, content_type = "application/problem+json"), (status = 409, description = "a conflict, e.g. the pair already has a live job", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn retry(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -456,6 +479,14 @@ struct RetryFailedBody {
 /// `POST /cycles/{id}/retry-failed`: with `dry_run`, how many failed pairs
 /// (without a live job now) would be enqueued; otherwise one ad-hoc cycle
 /// of them.
+#[utoipa::path(
+    post,
+    path = "/api/v1/cycles/{id}/retry-failed",
+    tag = "write",
+    summary = "Retry the failed jobs of a cycle (dry_run first)",
+    params(("id" = String, Path, description = "cycle id (uuid)")),
+    responses((status = 200, description = "the dry run, or nothing to retry", body = serde_json::Value), (status = 201, description = "created", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"), (status = 403, description = "not the operator, or a cross-site request", body = serde_json::Value, content_type = "application/problem+json"), (status = 404, description = "no such row", body = serde_json::Value, content_type = "application/problem+json"), (status = 409, description = "a conflict, e.g. the pair already has a live job", body = serde_json::Value, content_type = "application/problem+json"), (status = 422, description = "a value out of range", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn retry_failed(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -531,6 +562,14 @@ struct PromoteBody {
 
 /// `POST /orgs/{id}/models/{model_type}/promote`: makes a given version
 /// (by `model_id` or `version`) the active model.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs/{id}/models/{model_type}/promote",
+    tag = "write",
+    summary = "Make a version the active model",
+    params(("id" = String, Path, description = "organization id (uuid)"), ("model_type" = String, Path, description = "emissions_forecast, energy_forecast or anomaly_detection")),
+    responses((status = 200, description = "promoted", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"), (status = 403, description = "not the operator, or a cross-site request", body = serde_json::Value, content_type = "application/problem+json"), (status = 404, description = "no such row", body = serde_json::Value, content_type = "application/problem+json"), (status = 409, description = "a conflict, e.g. the pair already has a live job", body = serde_json::Value, content_type = "application/problem+json"), (status = 422, description = "a value out of range", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn promote(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -594,6 +633,14 @@ struct RollbackBody {
 
 /// `POST /orgs/{id}/models/{model_type}/rollback`: makes the previously
 /// active model active again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orgs/{id}/models/{model_type}/rollback",
+    tag = "write",
+    summary = "Make the previously active model active again",
+    params(("id" = String, Path, description = "organization id (uuid)"), ("model_type" = String, Path, description = "emissions_forecast, energy_forecast or anomaly_detection")),
+    responses((status = 200, description = "rolled back", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"), (status = 403, description = "not the operator, or a cross-site request", body = serde_json::Value, content_type = "application/problem+json"), (status = 404, description = "no such row", body = serde_json::Value, content_type = "application/problem+json"), (status = 409, description = "a conflict, e.g. the pair already has a live job", body = serde_json::Value, content_type = "application/problem+json"), (status = 422, description = "a value out of range", body = serde_json::Value, content_type = "application/problem+json"))
+)]
 pub async fn rollback(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,

@@ -797,6 +797,18 @@ pub async fn rollback_target(
     }
 }
 
+/// When the last cycle that completed (with or without failures) finished.
+pub async fn last_completed_cycle_at(
+    db: impl PgExecutor<'_>,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select max(finished_at) from ml_training_cycles
+         where status in ('completed', 'completed_with_failures')",
+    )
+    .fetch_one(db)
+    .await
+}
+
 /// The readiness probe's PostgreSQL check.
 pub async fn ping(db: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
     sqlx::query("select 1").execute(db).await.map(|_| ())
