@@ -306,6 +306,7 @@ pub async fn enqueue(
         requested_by: "test".into(),
         org: org.map(trainyard_shared::OrgId),
         model_type: model,
+        pairs: Vec::new(),
         min_days: 180,
         max_attempts: 3,
     };

@@ -43,6 +43,13 @@ pub enum Command {
         #[arg(long, env = "TRAINYARD_CATCH_UP_DAYS", default_value_t = 14,
               value_parser = bounded::<i64>("TRAINYARD_CATCH_UP_DAYS", 0, 365))]
         catch_up_days: i64,
+        #[command(flatten)]
+        api: crate::api::ApiSettings,
+    },
+    /// Serve the ops API only (`/health`, `/ready`, `/api/v1`); `run` serves it too.
+    Serve {
+        #[command(flatten)]
+        api: crate::api::ApiSettings,
     },
     /// Start an ad-hoc cycle now and print its id. A pair (organization,
     /// model type) that already has a queued or running job is not enqueued
@@ -98,22 +105,29 @@ pub async fn execute(cli: Cli) -> anyhow::Result<i32> {
     if let Command::Run {
         schedule,
         catch_up_days,
+        api,
     } = cli.command
     {
-        crate::daemon::run(
+        api.check()?;
+        let serve = crate::api::run_serve(s.clone(), api, shutdown_signal());
+        let daemon = crate::daemon::run(
             s.clone(),
             schedule,
             chrono::Duration::days(catch_up_days),
             shutdown_signal(),
-        )
-        .await?;
+        );
+        tokio::try_join!(daemon, serve)?;
+        return Ok(0);
+    }
+    if let Command::Serve { api } = cli.command {
+        crate::api::run_serve(s, api, shutdown_signal()).await?;
         return Ok(0);
     }
     // The errors of connect and migrate name what failed and why.
     let pool = trainyard_shared::db::connect(&c.database_url, c.db_max_connections).await?;
     trainyard_shared::db::migrate(&pool).await?;
     match cli.command {
-        Command::Run { .. } => unreachable!("handled above"),
+        Command::Run { .. } | Command::Serve { .. } => unreachable!("handled above"),
         Command::Migrate => {
             println!("migrations applied");
         }
@@ -208,6 +222,7 @@ async fn enqueue(
         requested_by: std::env::var("USER").unwrap_or_else(|_| "ops".into()),
         org: req.org,
         model_type: req.model,
+        pairs: Vec::new(),
         min_days: s.cycle.min_days,
         max_attempts: s.cycle.max_attempts,
     };
@@ -329,14 +344,8 @@ pub fn format_already_live(jobs: &[LiveJob]) -> String {
     const SHOWN: usize = 20;
     let mut out = String::new();
     for j in jobs.iter().take(SHOWN) {
-        out += &format!(
-            "organization {} {}: already being trained by job {} (cycle {}, {}); not enqueued again\n",
-            j.org_id,
-            j.model_type,
-            j.job_id,
-            j.cycle_id,
-            j.status.as_str()
-        );
+        out += &shown(&j.describe());
+        out.push('\n');
     }
     if jobs.len() > SHOWN {
         out += &format!(

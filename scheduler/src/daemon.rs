@@ -35,6 +35,7 @@ pub async fn create_monthly(
         requested_by: who.to_string(),
         org: None,
         model_type: None,
+        pairs: Vec::new(),
         min_days: cycle.min_days,
         max_attempts: cycle.max_attempts,
     };

@@ -245,6 +245,17 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// Where a trained model is (`ml_models.status`): `active` serves, one per
+    /// organization and model type; `archived` was active once; `candidate`
+    /// never was.
+    ModelStatus, "model status" {
+        Candidate = "candidate",
+        Active = "active",
+        Archived = "archived",
+    }
+);
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*

@@ -10,5 +10,7 @@ pub mod store;
 pub mod telemetry;
 pub mod text;
 
-pub use domain::{CycleId, CycleKind, CycleStatus, DataColumn, JobId, JobStatus, ModelType, OrgId};
+pub use domain::{
+    CycleId, CycleKind, CycleStatus, DataColumn, JobId, JobStatus, ModelStatus, ModelType, OrgId,
+};
 pub use store::{cycles, jobs};

@@ -10,6 +10,7 @@ mod data_prep;
 mod faults;
 mod hostile_data;
 mod lifecycle;
+mod ops_api;
 mod queue_health;
 mod races;
 mod scheduling;

@@ -218,3 +218,139 @@ async fn a_job_reads_and_writes_only_its_own_organization() -> anyhow::Result<()
     assert_eq!(before, after);
     Ok(())
 }
+
+/// One raw HTTP/1.1 request on loopback with extra header lines; the whole
+/// response.
+async fn http_raw(port: &str, request_head: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = std::time::Instant::now();
+    loop {
+        match tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await {
+            Ok(mut s) => {
+                s.write_all(request_head.as_bytes()).await?;
+                let mut buf = String::new();
+                s.read_to_string(&mut buf).await?;
+                return Ok(buf);
+            }
+            Err(e) if started.elapsed() > Duration::from_secs(20) => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ops_api_tokens_never_appear_in_logs_answers_or_help() -> anyhow::Result<()> {
+    let env = TestEnv::new().await?;
+    let org = insert_org(&env.pool, "alpha", 200, 63).await?;
+    let reader = format!("rdT0ken{}", Uuid::new_v4().simple());
+    let operator = format!("opT0ken{}", Uuid::new_v4().simple());
+    let port = trainyard_tests::free_port().to_string();
+    let scheduler = binary("trainyard-scheduler")?;
+    let with_env = |c: &mut Command| {
+        c.env("DATABASE_URL", &env.database_url)
+            .env("REDIS_URL", &env.redis_url)
+            .env("TRAINYARD_QUEUE", &env.queue)
+            .env("TRAINYARD_READER_TOKEN", &reader)
+            .env("TRAINYARD_OPERATOR_TOKEN", &operator)
+            .env("PORT", &port)
+            .env("RUST_LOG", "debug")
+            .env("TRAINYARD_LOG_FORMAT", "json");
+    };
+    let log = log_path(&format!("{}-serve", env.db_name));
+    let mut cmd = Command::new(&scheduler);
+    cmd.arg("serve")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log)?)
+        .stderr(std::fs::File::create(log.with_extension("err"))?);
+    with_env(&mut cmd);
+    let mut child = cmd.spawn()?;
+
+    let mut seen = String::new();
+    let head = |method: &str, path: &str, auth: &str, body: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let bearer = |t: &str| format!("Authorization: Bearer {t}\r\n");
+    let enqueue = format!(r#"{{"org_id":"{org}","model_type":"energy_forecast","reason":"r"}}"#);
+    for (method, path, auth, body, expect) in [
+        (
+            "GET",
+            "/api/v1/overview",
+            bearer(&reader),
+            String::new(),
+            "200 OK",
+        ),
+        (
+            "GET",
+            "/api/v1/overview",
+            bearer(&format!("{reader}x")),
+            String::new(),
+            "401",
+        ),
+        (
+            "POST",
+            "/api/v1/jobs",
+            bearer(&reader),
+            enqueue.clone(),
+            "403",
+        ),
+        (
+            "POST",
+            "/api/v1/jobs",
+            bearer(&operator),
+            enqueue.clone(),
+            "201",
+        ),
+        (
+            "POST",
+            "/api/v1/jobs",
+            bearer(&operator),
+            enqueue.clone(),
+            "409",
+        ),
+        (
+            "GET",
+            "/api/v1/audit",
+            bearer(&operator),
+            String::new(),
+            "200 OK",
+        ),
+    ] {
+        let answer = http_raw(&port, &head(method, path, &auth, &body)).await?;
+        assert!(
+            answer.lines().next().unwrap_or("").contains(expect),
+            "{method} {path}: {answer}"
+        );
+        seen += &answer;
+    }
+    let _ = trainyard_tests::signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+    let _ = child.wait();
+    seen += &std::fs::read_to_string(&log)?;
+    seen += &std::fs::read_to_string(log.with_extension("err"))?;
+    for args in [
+        vec!["serve", "--help"],
+        vec!["run", "--help"],
+        vec!["--help"],
+    ] {
+        let mut c = Command::new(&scheduler);
+        c.args(&args);
+        with_env(&mut c);
+        seen += &text(&run(&mut c)?);
+    }
+    let audit: Vec<String> = sqlx::query_scalar("select row_to_json(a)::text from ops_audit a")
+        .fetch_all(&env.pool)
+        .await?;
+    assert!(audit.len() >= 3, "{audit:?}");
+    seen += &audit.join("\n");
+    assert!(
+        seen.contains("ops API listening"),
+        "the server logged: {seen}"
+    );
+    for secret in [&reader, &operator] {
+        assert!(!seen.contains(secret.as_str()), "a token leaked");
+    }
+    Ok(())
+}

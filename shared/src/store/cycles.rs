@@ -34,6 +34,10 @@ pub struct NewCycle {
     pub requested_by: String,
     pub org: Option<OrgId>,
     pub model_type: Option<ModelType>,
+    /// When not empty: only these (organization, model type) pairs, e.g. the
+    /// failed jobs of a cycle being retried (`org` and `model_type` still
+    /// narrow it further when set).
+    pub pairs: Vec<(OrgId, ModelType)>,
     /// Days of data a model type needs; fewer → the job is `skipped`.
     pub min_days: i64,
     pub max_attempts: i32,
@@ -69,6 +73,17 @@ pub struct LiveJob {
     pub org_id: OrgId,
     pub model_type: ModelType,
     pub status: JobStatus,
+}
+
+impl LiveJob {
+    /// The answer to a request for this pair, shared by the command line and
+    /// the ops API so both say the same.
+    pub fn describe(&self) -> String {
+        format!(
+            "organization {} {}: already being trained by job {} (cycle {}, {}); not enqueued again",
+            self.org_id, self.model_type, self.job_id, self.cycle_id, self.status
+        )
+    }
 }
 
 /// The monthly cycle key of a tick, e.g. `2026-12`.
@@ -137,6 +152,16 @@ pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome
     // skip reason. One with enough rows is queued; if duplicates or gaps
     // leave it short after all, its worker records the job as `skipped`
     // with the exact figures.
+    let pair_orgs: Option<Vec<Uuid>> = if new.pairs.is_empty() {
+        None
+    } else {
+        let mut orgs: Vec<Uuid> = new.pairs.iter().map(|(o, _)| o.0).collect();
+        orgs.sort();
+        orgs.dedup();
+        Some(orgs)
+    };
+    let wanted: std::collections::HashSet<(Uuid, ModelType)> =
+        new.pairs.iter().map(|(o, t)| (o.0, *t)).collect();
     let rows: Vec<DataCounts> = sqlx::query_as(
         "select o.id as organization_id, coalesce(m.co2e, 0) as co2e,
                 coalesce(m.energy, 0) as energy, coalesce(m.every_row, 0) as every_row
@@ -147,11 +172,14 @@ pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome
                            count(*) as every_row
                     from metrics_data
                     where ($1::uuid is null or organization_id = $1)
+                      and ($2::uuid[] is null or organization_id = any($2))
                     group by organization_id) m on m.organization_id = o.id
          where ($1::uuid is null or o.id = $1)
+           and ($2::uuid[] is null or o.id = any($2))
          order by o.id",
     )
     .bind(new.org)
+    .bind(pair_orgs)
     .fetch_all(&mut *tx)
     .await?;
     let short: Vec<Uuid> = rows
@@ -194,6 +222,9 @@ pub async fn create_cycle(pool: &PgPool, new: &NewCycle) -> Result<CreateOutcome
     for row in &rows {
         let org = row.organization_id;
         for t in &types {
+            if !wanted.is_empty() && !wanted.contains(&(org, *t)) {
+                continue;
+            }
             let column = t.reads();
             let usable_rows = row.of(column);
             let days = if usable_rows < new.min_days {

@@ -1,13 +1,16 @@
-//! The store: every statement on the lifecycle tables (`ml_training_jobs`,
-//! `ml_training_cycles`, `ml_cycle_shards`), with rows mapped by column name
-//! onto typed structs (`sqlx::FromRow`; statuses, kinds and model types
-//! decode into their `domain` enums and an unknown value is an error, never
-//! a panic).
+//! The store: SQL, one module per part of the schema, each function generic
+//! over the executor where callers choose a pool, a connection or a
+//! transaction, rows mapped by column name onto typed structs
+//! (`sqlx::FromRow`; statuses, kinds and model types decode into their
+//! `domain` enums and an unknown value is an error, never a panic).
 //!
 //! - [`jobs`]: claim, heartbeat, end, hand back, the Redis window's top-up
 //!   and the sweeper (each transition guarded by status and attempt).
 //! - [`cycles`]: creating a cycle and its jobs, the sharded roll-up and its
 //!   recount, finalization, and the summaries the CLI prints.
+//! - [`ops`]: what the ops API reads and writes (overview, searches with
+//!   keyset pagination, model versions, the audit trail).
 
 pub mod cycles;
 pub mod jobs;
+pub mod ops;
