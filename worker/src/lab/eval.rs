@@ -24,7 +24,7 @@ use anyhow::Context;
 use chrono::{Datelike, Duration, NaiveDate};
 use clap::Args;
 use serde::Serialize;
-use trainyard_shared::ModelType;
+use trainyard_shared::{DataColumn, ModelType};
 
 use crate::training::{
     apply_epoch_overrides, holdout_forecast, intervals, train_model, RawRow, TrainRequest,
@@ -283,7 +283,7 @@ pub fn load_series(dir: &Path) -> anyhow::Result<Vec<Series>> {
 }
 
 fn daily_row(kind: ModelType, date: NaiveDate, x: f64) -> RawRow {
-    let emissions = kind == ModelType::EmissionsForecast;
+    let emissions = kind.reads() == DataColumn::Co2eKg;
     RawRow {
         id: None,
         date,

@@ -41,7 +41,7 @@ use std::time::Instant;
 
 use chrono::{Duration, NaiveDate};
 use serde::{Deserialize, Serialize};
-use trainyard_shared::ModelType;
+use trainyard_shared::{DataColumn, ModelType};
 
 use super::anomaly::detection::{self, AnomalyModel};
 use super::anomaly::detectors::FlagKind;
@@ -484,11 +484,12 @@ fn load_for(artifact_bytes: &[u8], req: &TrainRequest) -> Result<Artifact, Train
     Ok(artifact)
 }
 
+/// The series a forecast learns (`None`: anomaly detection reads whole rows).
 fn target_of(model_type: ModelType) -> Option<Target> {
-    match model_type {
-        ModelType::EnergyForecast => Some(Target::Value),
-        ModelType::EmissionsForecast => Some(Target::Co2eKg),
-        ModelType::AnomalyDetection => None,
+    match model_type.reads() {
+        DataColumn::EnergyValue => Some(Target::Value),
+        DataColumn::Co2eKg => Some(Target::Co2eKg),
+        DataColumn::EveryRow => None,
     }
 }
 
