@@ -22,3 +22,10 @@ pub fn init(default_filter: &str) {
         builder.with_target(false).try_init()
     };
 }
+
+/// Buckets of every `_seconds` histogram of both binaries: 1 ms to 10 min.
+/// Histograms (not summaries) so replicas can be summed.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0,
+];

@@ -219,3 +219,44 @@ async fn an_unknown_status_in_the_database_is_a_clear_error() -> anyhow::Result<
     assert!(err.to_string().contains("churn"), "{err}");
     Ok(())
 }
+
+/// A worker's `/metrics` (its health port): the jobs it ran, by model type
+/// and outcome, as counters; job durations as histograms (never summaries);
+/// no slot busy once the cycle is over; labels only from closed sets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_exports_its_jobs_by_outcome_on_metrics() -> anyhow::Result<()> {
+    let mut env = TestEnv::new().await?;
+    let cycle = noop_cycle(&env, 9).await?;
+    let port = trainyard_tests::free_port().to_string();
+    env.spawn_worker(&[("PORT", port.as_str())])?;
+    push(&env).await?;
+    assert_eq!(
+        env.wait_for_cycle(cycle, Duration::from_secs(60)).await?,
+        "completed"
+    );
+    let response = trainyard_tests::http_get(&port, "/metrics").await?;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let text = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    for model in ["emissions_forecast", "energy_forecast", "anomaly_detection"] {
+        let line =
+            format!("trainyard_worker_jobs_total{{model_type=\"{model}\",outcome=\"skipped\"}} 3");
+        assert!(text.contains(&line), "{line} in:\n{text}");
+    }
+    assert!(
+        text.contains("# TYPE trainyard_worker_job_duration_seconds histogram"),
+        "{text}"
+    );
+    assert!(text.contains("trainyard_worker_busy_slots 0"), "{text}");
+    assert!(!text.contains("quantile="), "{text}");
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('{'))
+    {
+        let labels = line.split_once('{').unwrap().1.rsplit_once('}').unwrap().0;
+        for pair in labels.split("\",") {
+            let key = pair.split_once('=').unwrap().0;
+            assert!(["model_type", "outcome", "le"].contains(&key), "{line}");
+        }
+    }
+    Ok(())
+}

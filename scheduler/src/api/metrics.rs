@@ -18,11 +18,7 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::{PgConnection, PgPool};
 
-/// Buckets of every `_seconds` histogram: 1 ms to 10 min.
-pub const SECONDS_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    120.0, 300.0, 600.0,
-];
+pub use trainyard_shared::telemetry::SECONDS_BUCKETS;
 
 /// The process's recorder, installed once.
 pub fn handle() -> &'static PrometheusHandle {

@@ -17,6 +17,7 @@ use trainyard_shared::queue::{self, Delivery, TrainJob};
 use trainyard_shared::JobStatus;
 
 use super::data;
+use super::metrics::{self, Outcome};
 use super::results::{self, Incumbent, Predictions};
 use super::worker::WorkerState;
 use crate::training::{self, EpochReport, TrainError, TrainOutcome, TrainRequest};
@@ -42,6 +43,7 @@ pub async fn handle(
             let mut conn = state.redis.clone();
             let entry = serde_json::json!({ "task_id": task, "error": error, "payload": preview,
                 "worker": worker.name(), "at": chrono::Utc::now().to_rfc3339() });
+            metrics::dead_letter();
             if let Err(e) = queue::dead_letter(&mut conn, &state.queue, &entry.to_string()).await {
                 tracing::warn!(error = %e, "keeping the undecodable message failed");
             }
@@ -126,7 +128,10 @@ async fn process(state: &WorkerState, job: &TrainJob) {
         )
     };
     let _beat = AbortOnDrop(_beat);
-    if run_claimed(state, &claimed).await.is_some() {
+    let mut timer = metrics::JobTimer::start(claimed.model_type);
+    if let Some(outcome) = run_claimed(state, &claimed).await {
+        timer.ended(outcome);
+        drop(timer);
         top_up(state).await;
     }
 }
@@ -139,21 +144,20 @@ enum Trained {
 
 /// Runs a claimed job to its end. `None` when the process stopped first (the
 /// job was handed back, or left to the lease sweeper).
-async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
+async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<Outcome> {
     // Once claimed, an outage is waited out however long it lasts (the
     // sweeper does not release leases while PostgreSQL is unreachable), so
     // it never costs the job an attempt; only a shutdown ends the wait.
     // The claim read whether the organization still exists.
     let exists = job.org_exists;
     if !exists {
-        finish(
+        return finish(
             state,
             job,
             JobStatus::Failed,
             "the organization no longer exists (deleted during the cycle)",
         )
         .await;
-        return Some(());
     }
     // Only the database is retried; rows that cannot be decoded fail the job.
     let loaded = match with_db_retry(
@@ -176,8 +180,7 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
         Ok(rows) => rows,
         Err(unreadable) => {
             tracing::warn!(job.status = "failed", reason = %unreadable, "the organization's data cannot be read");
-            finish(state, job, JobStatus::Failed, &unreadable.to_string()).await;
-            return Some(());
+            return finish(state, job, JobStatus::Failed, &unreadable.to_string()).await;
         }
     };
     // The active model is only read to compare a new model with; fewer rows
@@ -216,6 +219,7 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
         let epochs = Arc::new(Mutex::new(Vec::new()));
         let sink = epochs.clone();
         let mut on_epoch = |e: &EpochReport| {
+            metrics::epoch(job_for_log.model_type);
             tracing::debug!(job.id = %job_for_log.job_id, algorithm = %e.algorithm, epoch = e.epoch,
                 epochs = e.epochs, train_loss = e.train_loss, val_loss = ?e.val_loss, "epoch");
             if let Ok(mut v) = sink.lock() {
@@ -295,7 +299,7 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
                 JobStatus::Failed,
                 &format!("training panicked: {msg}"),
             )
-            .await;
+            .await
         }
         Trained::Rejected(e) => {
             let status = if matches!(e, TrainError::InsufficientData { .. }) {
@@ -309,7 +313,7 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
             } else {
                 tracing::warn!(job.status = %status, reason = %e, "training did not produce a model");
             }
-            finish(state, job, status, &e.to_string()).await;
+            finish(state, job, status, &e.to_string()).await
         }
         Trained::Done(outcome, epochs, incumbent, seconds) => {
             // The results are in memory: losing them to an outage would mean
@@ -326,30 +330,38 @@ async fn run_claimed(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
                 )
             })
             .await;
+            metrics::trained(job.model_type, seconds);
             match written {
-                None => return stop(state, job).await,
+                None => stop(state, job).await,
                 Some(results::WriteOutcome::Written(w)) => {
                     let champion = &outcome.candidates[outcome.champion];
                     tracing::info!(model.id = %w.model_id, model.version = w.version,
                         algorithm = %champion.algorithm, accuracy = champion.metrics.accuracy,
                         mae = champion.metrics.mae, promoted = w.promoted, reason = %w.reason,
                         train_seconds = seconds, "training succeeded");
+                    Some(Outcome::Succeeded)
                 }
                 Some(results::WriteOutcome::Lost) => {
-                    tracing::warn!("results discarded: the job was taken over or ended meanwhile")
+                    tracing::warn!("results discarded: the job was taken over or ended meanwhile");
+                    Some(Outcome::Lost)
                 }
                 Some(results::WriteOutcome::OrgDeleted) => {
-                    tracing::warn!(reason = results::ORG_DELETED, "job failed: nothing written")
+                    tracing::warn!(reason = results::ORG_DELETED, "job failed: nothing written");
+                    Some(Outcome::Failed)
                 }
             }
         }
     }
-    Some(())
 }
 
 /// Ends the attempt without a model. If the process stops before
 /// PostgreSQL answers, the job is left running for the lease sweeper.
-async fn finish(state: &WorkerState, job: &ClaimedJob, status: JobStatus, reason: &str) {
+async fn finish(
+    state: &WorkerState,
+    job: &ClaimedJob,
+    status: JobStatus,
+    reason: &str,
+) -> Option<Outcome> {
     let owned = with_db_retry(
         state,
         "recording the job's end",
@@ -358,11 +370,13 @@ async fn finish(state: &WorkerState, job: &ClaimedJob, status: JobStatus, reason
     )
     .await;
     match owned {
-        Some(true) => {}
-        Some(false) => tracing::warn!("the job was taken over or ended meanwhile"),
-        None => {
-            stop(state, job).await;
+        Some(true) if status == JobStatus::Skipped => Some(Outcome::Skipped),
+        Some(true) => Some(Outcome::Failed),
+        Some(false) => {
+            tracing::warn!("the job was taken over or ended meanwhile");
+            Some(Outcome::Lost)
         }
+        None => stop(state, job).await,
     }
 }
 
@@ -371,7 +385,7 @@ async fn finish(state: &WorkerState, job: &ClaimedJob, status: JobStatus, reason
 /// time, leave a note in Redis so the lease sweeper gives the attempt back
 /// when it releases the job, and exit anyway: the shutdown never outlasts
 /// the grace period.
-async fn stop(state: &WorkerState, job: &ClaimedJob) -> Option<()> {
+async fn stop(state: &WorkerState, job: &ClaimedJob) -> Option<Outcome> {
     let mut conn = state.redis.clone();
     let budget = state.settings.hand_back_budget();
     match tokio::time::timeout(

@@ -1,6 +1,7 @@
 //! `/health`: 200 when PostgreSQL and Redis both answer and the queue
 //! consumer is serving, 503 otherwise. It says up or down for each and
-//! nothing else (no URLs, no versions).
+//! nothing else (no URLs, no versions). `/metrics`: this replica's
+//! Prometheus metrics (see [`super::metrics`]).
 
 use std::time::Duration;
 
@@ -13,7 +14,18 @@ use std::sync::Arc;
 pub fn router(state: Arc<WorkerState>) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(prometheus))
         .with_state(state)
+}
+
+async fn prometheus() -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        super::metrics::render(),
+    )
 }
 
 async fn health(State(state): State<Arc<WorkerState>>) -> (StatusCode, Json<Value>) {

@@ -6,6 +6,7 @@ pub mod data;
 pub mod faults;
 pub mod handler;
 pub mod health;
+pub mod metrics;
 pub mod promotion;
 pub mod results;
 pub mod settings;

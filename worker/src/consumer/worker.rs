@@ -145,6 +145,7 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", settings.port))
         .await
         .with_context(|| format!("binding the health port {} (PORT)", settings.port))?;
+    super::metrics::handle();
     let health = super::health::router(state.clone());
     let mut health_stop = stop_rx.clone();
     tokio::spawn(async move {
