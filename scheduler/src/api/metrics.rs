@@ -8,36 +8,18 @@
 //! from PostgreSQL on a timer by the one process holding an advisory lock,
 //! not on each scrape.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::{PgConnection, PgPool};
-
-pub use trainyard_shared::telemetry::SECONDS_BUCKETS;
 
 /// The process's recorder, installed once.
 pub fn handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
-            .expect("the bucket list is not empty")
-            .build_recorder();
-        let handle = recorder.handle();
-        // Another recorder (a test harness's) may be installed already: the
-        // handle still renders what this one records only if it is global,
-        // so a failure here is logged.
-        if metrics::set_global_recorder(recorder).is_err() {
-            tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
-        }
-        describe();
-        handle
-    })
+    trainyard_shared::telemetry::prometheus(describe)
 }
 
 fn describe() {

@@ -6,11 +6,9 @@
 //! histograms with explicit buckets, `_total` on counters, labels only from
 //! closed sets (model type, outcome) — never an organization or job id.
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use trainyard_shared::telemetry::SECONDS_BUCKETS;
+use metrics_exporter_prometheus::PrometheusHandle;
 use trainyard_shared::ModelType;
 
 /// How a claimed job ended on this worker.
@@ -39,19 +37,7 @@ impl Outcome {
 
 /// The process's recorder, installed once (the first call).
 pub fn handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
-            .expect("the bucket list is not empty")
-            .build_recorder();
-        let handle = recorder.handle();
-        if metrics::set_global_recorder(recorder).is_err() {
-            tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
-        }
-        describe();
-        handle
-    })
+    trainyard_shared::telemetry::prometheus(describe)
 }
 
 fn describe() {
