@@ -143,3 +143,9 @@ cycle_id=${cycle_id%%$'\n'*}
 
 echo
 "$SCHEDULER" cycle "$cycle_id"
+
+# The dashboard and the ops API on the demo's data: left to the reader to
+# start (it serves until Ctrl-C), with the same environment as above.
+echo
+log "dashboard: run the line below, then open http://127.0.0.1:8080/ (loopback, no token needed; Ctrl-C stops it)"
+printf '  DATABASE_URL=%q REDIS_URL=%q %q serve\n' "$DATABASE_URL" "$REDIS_URL" "$SCHEDULER"

@@ -45,7 +45,11 @@
       height: Number(el.dataset.height || 240),
       scales: { x: { time: !!spec.time } },
       series: series,
-      axes: [Object.assign({}, axis), Object.assign({}, axis, { label: spec.ylabel || "" })],
+      axes: [
+        // Epochs and other counts: whole-number ticks only.
+        Object.assign({}, axis, spec.time ? {} : { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500] }),
+        Object.assign({}, axis, { label: spec.ylabel || "" }),
+      ],
       legend: { live: true },
     };
     if (spec.bands) {

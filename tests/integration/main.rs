@@ -6,6 +6,8 @@
 mod anomaly_flags;
 mod chaos;
 mod cycle;
+mod dashboard;
+mod dashboard_browser;
 mod data_prep;
 mod faults;
 mod hostile_data;

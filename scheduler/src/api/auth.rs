@@ -198,18 +198,34 @@ pub async fn authenticate(
                  or HTTP Basic with the token as password",
             )
             .into_response();
+            // One challenge per header: browsers read Basic (and prompt),
+            // API clients Bearer.
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(
-                    r#"Bearer realm="trainyard", Basic realm="trainyard", charset="UTF-8""#,
-                ),
+                HeaderValue::from_static(r#"Basic realm="trainyard", charset="UTF-8""#),
+            );
+            r.headers_mut().append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="trainyard""#),
             );
             r
         }
-        Some(_) if cross_site(request.method(), request.headers()) => Problem::forbidden(
-            "a cross-site request may not change anything (Sec-Fetch-Site or Origin)",
-        )
-        .into_response(),
+        Some(_) if cross_site(request.method(), request.headers()) => {
+            let h = request.headers();
+            let show = |name: &str| {
+                h.get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.chars().take(100).collect::<String>())
+                    .unwrap_or_default()
+            };
+            tracing::warn!(request.id = %id, path = %request.uri().path(),
+                sec_fetch_site = %show("sec-fetch-site"), origin = %show("origin"), host = %show("host"),
+                "refused a cross-site write");
+            Problem::forbidden(
+                "a cross-site request may not change anything (Sec-Fetch-Site or Origin)",
+            )
+            .into_response()
+        }
         Some(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await

@@ -146,7 +146,7 @@ mod tests {
         assert_eq!(pct(1_i64, 3_i64), "33.3 %");
         assert_eq!(pct(1_i64, 0_i64), "–");
         assert_eq!(delta(Some(-0.3)), "−0.300");
-        assert_eq!(num(&Some(&1.0)), "1.000");
+        assert_eq!(num(Some(&1.0)), "1.000");
         assert_eq!(clip("abcdef", 3), "abc…");
         assert_eq!(clip("abc", 3), "abc");
     }
