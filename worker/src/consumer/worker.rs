@@ -165,6 +165,9 @@ pub async fn run(
         "worker started"
     );
 
+    // Presence: this replica is listed (busy or idle) while it runs.
+    let presence = super::presence::spawn(state.clone(), settings.heartbeat());
+
     // Fill the window in case the queue was left empty (e.g. Redis restarted).
     let mut c = redis.clone();
     if let Err(e) =
@@ -273,6 +276,8 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     deregister(&state, &worker_name).await;
+    presence.abort();
+    super::presence::stopped(&state).await;
     sweeper.abort();
     listener.abort();
     tracing::info!(worker.name = %name, "worker stopped");
