@@ -985,14 +985,48 @@ async fn compare_forecast_and_anomalies_read_what_the_models_stored() -> anyhow:
     // v1 was active when v2 trained: v2's job re-scored it on v2's holdout
     // (81 there, against 80 on its own). v3 trained on v2's very window but
     // no job scored both.
-    let (v1, _) = insert_model(&env, org, "energy_forecast", 1, "archived", 80.0, w1, cycle).await?;
+    let (v1, _) =
+        insert_model(&env, org, "energy_forecast", 1, "archived", 80.0, w1, cycle).await?;
     let (v2, job2) =
         insert_model(&env, org, "energy_forecast", 2, "active", 84.0, w2, cycle).await?;
-    insert_model(&env, org, "energy_forecast", 3, "candidate", 90.0, w2, cycle).await?;
-    insert_evaluation(&env, job2, org, ("ridge", "candidate", Some(v2), true), 84.0, 16.0).await?;
-    insert_evaluation(&env, job2, org, ("lstm", "incumbent", Some(v1), false), 81.0, 19.0).await?;
-    insert_evaluation(&env, job2, org, ("seasonal_naive", "candidate", None, false), 70.0, 30.0)
-        .await?;
+    insert_model(
+        &env,
+        org,
+        "energy_forecast",
+        3,
+        "candidate",
+        90.0,
+        w2,
+        cycle,
+    )
+    .await?;
+    insert_evaluation(
+        &env,
+        job2,
+        org,
+        ("ridge", "candidate", Some(v2), true),
+        84.0,
+        16.0,
+    )
+    .await?;
+    insert_evaluation(
+        &env,
+        job2,
+        org,
+        ("lstm", "incumbent", Some(v1), false),
+        81.0,
+        19.0,
+    )
+    .await?;
+    insert_evaluation(
+        &env,
+        job2,
+        org,
+        ("seasonal_naive", "candidate", None, false),
+        70.0,
+        30.0,
+    )
+    .await?;
 
     let compare = |q: &str| format!("/api/v1/orgs/{org}/models/energy_forecast/compare?{q}");
     let a = call(&app, "GET", &compare("a=2&b=1"), Some(READER), &[], None).await?;
@@ -1054,7 +1088,15 @@ async fn compare_forecast_and_anomalies_read_what_the_models_stored() -> anyhow:
     assert_eq!(points[0]["predicted_value"], 1000.0);
     assert_eq!(points[0]["lower_95"], 980.0);
     assert_eq!(points[29]["upper_80"], 1039.0);
-    let a = call(&app, "GET", &format!("{forecast}?days=7"), Some(READER), &[], None).await?;
+    let a = call(
+        &app,
+        "GET",
+        &format!("{forecast}?days=7"),
+        Some(READER),
+        &[],
+        None,
+    )
+    .await?;
     assert_eq!(a.body["actuals"]["items"].as_array().unwrap().len(), 7);
     let a = call(
         &app,
@@ -1208,10 +1250,12 @@ async fn drift_between_postgres_and_redis_is_reported_and_measured() -> anyhow::
     assert_eq!(drift_items(&a.body), Vec::<Value>::new(), "{}", a.body);
 
     // Pushed a minute ago (past the grace), then Redis loses one delivery.
-    sqlx::query("update ml_training_jobs set pushed_at = now() - interval '1 minute' where cycle_id = $1")
-        .bind(cycle)
-        .execute(&env.pool)
-        .await?;
+    sqlx::query(
+        "update ml_training_jobs set pushed_at = now() - interval '1 minute' where cycle_id = $1",
+    )
+    .bind(cycle)
+    .execute(&env.pool)
+    .await?;
     let (lost, seq): (Uuid, i32) = sqlx::query_as(
         "select id, push_seq from ml_training_jobs where cycle_id = $1 and status = 'queued'
          order by id limit 1",
@@ -1270,7 +1314,9 @@ async fn drift_between_postgres_and_redis_is_reported_and_measured() -> anyhow::
         lease_timeout: std::time::Duration::from_secs(60),
         push_grace: std::time::Duration::from_secs(10),
     });
-    let report = sweeper.pass(&env.pool, &mut redis, &env.queue_config()).await;
+    let report = sweeper
+        .pass(&env.pool, &mut redis, &env.queue_config())
+        .await;
     assert_eq!(report.map(|r| r.restored), Some(1));
     let a = call(&app, "GET", "/api/v1/overview", Some(READER), &[], None).await?;
     let items = drift_items(&a.body);
@@ -1298,7 +1344,8 @@ async fn every_worker_replica_is_listed_busy_or_idle_and_old_rows_are_pruned() -
         assert_eq!(a.status, StatusCode::OK, "{}", a.body);
         let items = a.body["items"].as_array().unwrap().clone();
         let found = items.iter().find(|w| {
-            w["presence"] == true && !w["worker"].as_str().unwrap().starts_with("lost")
+            w["presence"] == true
+                && !w["worker"].as_str().unwrap().starts_with("lost")
                 && w["worker"] != "long-gone"
         });
         if let (Some(w), false) = (found, items.iter().any(|w| w["worker"] == "long-gone")) {

@@ -91,8 +91,12 @@ pub async fn measure(
             }
         }
     }
-    drift.unknown_to_postgres =
-        complete.then(|| held.waiting.iter().filter(|id| !known.contains(*id)).count());
+    drift.unknown_to_postgres = complete.then(|| {
+        held.waiting
+            .iter()
+            .filter(|id| !known.contains(*id))
+            .count()
+    });
     Ok(drift)
 }
 

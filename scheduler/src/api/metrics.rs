@@ -10,12 +10,12 @@
 
 use std::time::{Duration, Instant};
 
+use apalis_redis::ConnectionManager;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
-use apalis_redis::ConnectionManager;
 use sqlx::{PgConnection, PgPool};
 
 /// The process's recorder, installed once.
@@ -174,8 +174,7 @@ pub async fn refresh_drift_gauge(
         metrics::gauge!("trainyard_queue_drift_jobs", "direction" => "unknown_to_postgres")
             .set(n as f64);
     }
-    metrics::gauge!("trainyard_queue_drift_jobs", "direction" => "dangling")
-        .set(d.dangling as f64);
+    metrics::gauge!("trainyard_queue_drift_jobs", "direction" => "dangling").set(d.dangling as f64);
     Ok(())
 }
 

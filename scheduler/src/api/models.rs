@@ -103,11 +103,13 @@ fn metrics_of_evaluation(e: &EvaluationRow, job: &str) -> Value {
 /// an identical data window, else none.
 async fn holdout_of(state: &ApiState, older: &ModelRow, newer: &ModelRow) -> ApiResult<Holdout> {
     for (judge, other) in [(newer, older), (older, newer)] {
-        let Some(other_eval) = ops::evaluation_of_model(&state.pool, judge.job_id, other.id).await?
+        let Some(other_eval) =
+            ops::evaluation_of_model(&state.pool, judge.job_id, other.id).await?
         else {
             continue;
         };
-        let Some(judge_eval) = ops::evaluation_of_model(&state.pool, judge.job_id, judge.id).await?
+        let Some(judge_eval) =
+            ops::evaluation_of_model(&state.pool, judge.job_id, judge.id).await?
         else {
             continue;
         };
@@ -392,7 +394,9 @@ pub async fn anomalies(
     };
     let from = match from_given {
         Some(f) => f,
-        None => to.checked_sub_signed(default_span).ok_or_else(out_of_range)?,
+        None => to
+            .checked_sub_signed(default_span)
+            .ok_or_else(out_of_range)?,
     };
     if from > to {
         return Err(Problem::unprocessable(format!(

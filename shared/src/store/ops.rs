@@ -1009,6 +1009,9 @@ pub async fn daily_actuals(
 /// One forecast day.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct PredictionRow {
+    /// The job that wrote it (the same for a whole forecast).
+    #[serde(skip_serializing)]
+    pub job_id: JobId,
     pub prediction_date: NaiveDate,
     pub predicted_value: f64,
     pub lower_80: Option<f64>,
@@ -1026,34 +1029,21 @@ pub async fn latest_predictions(
     model_type: ModelType,
     model: Uuid,
 ) -> Result<(Option<JobId>, Vec<PredictionRow>), sqlx::Error> {
-    let rows: Vec<(JobId, NaiveDate, f64, Option<f64>, Option<f64>, Option<f64>, Option<f64>)> =
-        sqlx::query_as(
-            "select job_id, prediction_date, predicted_value, lower_80, upper_80, lower_95, upper_95
-             from ml_predictions
-             where organization_id = $1 and model_type = $2 and model_id = $3
-               and job_id = (select job_id from ml_predictions
-                             where organization_id = $1 and model_type = $2 and model_id = $3
-                             order by created_at desc, id desc limit 1)
-             order by prediction_date",
-        )
-        .bind(org)
-        .bind(model_type)
-        .bind(model)
-        .fetch_all(db)
-        .await?;
-    let job = rows.first().map(|r| r.0);
-    let points = rows
-        .into_iter()
-        .map(|r| PredictionRow {
-            prediction_date: r.1,
-            predicted_value: r.2,
-            lower_80: r.3,
-            upper_80: r.4,
-            lower_95: r.5,
-            upper_95: r.6,
-        })
-        .collect();
-    Ok((job, points))
+    let rows: Vec<PredictionRow> = sqlx::query_as(
+        "select job_id, prediction_date, predicted_value, lower_80, upper_80, lower_95, upper_95
+         from ml_predictions
+         where organization_id = $1 and model_type = $2 and model_id = $3
+           and job_id = (select job_id from ml_predictions
+                         where organization_id = $1 and model_type = $2 and model_id = $3
+                         order by created_at desc, id desc limit 1)
+         order by prediction_date",
+    )
+    .bind(org)
+    .bind(model_type)
+    .bind(model)
+    .fetch_all(db)
+    .await?;
+    Ok((rows.first().map(|r| r.job_id), rows))
 }
 
 /// The anomaly job whose scores the dashboards show: the latest succeeded

@@ -33,7 +33,9 @@ pub fn spawn(state: Arc<WorkerState>, every: Duration) -> tokio::task::JoinHandl
                 pruned_at = Some(tokio::time::Instant::now());
                 match workers::prune(&state.pool, workers::PRUNE_AFTER_SECS).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(rows = n, "pruned presence rows of replicas gone for a day"),
+                    Ok(n) => {
+                        tracing::info!(rows = n, "pruned presence rows of replicas gone for a day")
+                    }
                     Err(e) => tracing::debug!(error = %e, "pruning presence rows failed"),
                 }
             }
