@@ -1,6 +1,6 @@
 //! The replica's presence row (`worker_presence`): written when the process
 //! starts and on every heartbeat tick with its busy slots, so the ops API
-//! lists idle replicas too, and stamped stopped when it stops cleanly. The
+//! lists idle replicas too, and stamped stopped when it is asked to stop. The
 //! same tick deletes rows of replicas gone for a day.
 
 use std::sync::atomic::Ordering;
@@ -53,15 +53,12 @@ async fn beat(state: &WorkerState, started_at: DateTime<Utc>) -> Result<(), sqlx
     workers::upsert(&state.pool, &p).await
 }
 
-/// Stamps the row stopped (bounded: a dead PostgreSQL cannot hold the
-/// shutdown; the row then goes stale and is pruned a day later).
-pub async fn stopped(state: &WorkerState) {
-    match tokio::time::timeout(
-        Duration::from_secs(3),
-        workers::mark_stopped(&state.pool, &state.name),
-    )
-    .await
-    {
+/// Stamps the row stopped, giving up after `limit` (a dead PostgreSQL
+/// cannot hold the shutdown; the row then goes stale and is pruned a day
+/// later). Called when the stop is asked: jobs still finishing within the
+/// grace period are not counted in its busy slots any more.
+pub async fn stopped(state: &WorkerState, limit: Duration) {
+    match tokio::time::timeout(limit, workers::mark_stopped(&state.pool, &state.name)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(error = %e, "marking the worker stopped failed"),
         Err(_) => tracing::debug!("marking the worker stopped timed out"),
