@@ -82,6 +82,11 @@ impl fmt::Display for ModelType {
     }
 }
 
+/// A newer model must beat the active one by more than this many accuracy
+/// points, on the same holdout, to replace it (the worker's promotion rule;
+/// the ops API's version comparison applies the same figure).
+pub const PROMOTION_MARGIN: f64 = 2.0;
+
 /// A model type name that is not one of [`ModelType::ALL`].
 #[derive(Debug, thiserror::Error)]
 #[error("unknown model type `{0}` (expected one of: emissions_forecast, energy_forecast, anomaly_detection)")]

@@ -352,6 +352,97 @@ pub async fn reconcile(
     })
 }
 
+/// What Redis holds of the queue at one instant, read-only (unlike
+/// [`reconcile`], nothing is removed): the ops API compares it with what
+/// PostgreSQL says is queued or running.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RedisDeliveries {
+    /// Task ids waiting for a worker (queued or scheduled) whose payload exists.
+    pub waiting: std::collections::HashSet<String>,
+    /// Task ids in a registered worker's in-flight set.
+    pub in_flight: std::collections::HashSet<String>,
+    /// Waiting entries whose payload is gone (apalis' fetch fails on them;
+    /// the sweeper removes them).
+    pub dangling: usize,
+}
+
+impl RedisDeliveries {
+    /// Whether the delivery `(job, push_seq)` is on its way to or at a worker.
+    pub fn holds(&self, job: JobId, push_seq: i32) -> bool {
+        let id = task_id(job, push_seq).to_string();
+        self.waiting.contains(&id) || self.in_flight.contains(&id)
+    }
+}
+
+/// One atomic, read-only look at every delivery Redis holds: the queue, the
+/// schedule and the in-flight sets of registered workers (all bounded by
+/// the window).
+pub async fn deliveries(
+    conn: &mut ConnectionManager,
+    config: &RedisQueueConfig,
+) -> Result<RedisDeliveries, QueueError> {
+    static DELIVERIES: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+        redis::Script::new(
+            r"
+            local data = KEYS[1]
+            local waiting, in_flight = {}, {}
+            local dangling = 0
+            local function wait(id)
+                if redis.call('hexists', data, id) == 1 then
+                    waiting[#waiting + 1] = id
+                else
+                    dangling = dangling + 1
+                end
+            end
+            for _, id in ipairs(redis.call('lrange', KEYS[2], 0, -1)) do wait(id) end
+            for _, id in ipairs(redis.call('zrange', KEYS[3], 0, -1)) do wait(id) end
+            for _, w in ipairs(redis.call('zrange', KEYS[4], 0, -1)) do
+                for _, id in ipairs(redis.call('smembers', KEYS[5] .. ':' .. w)) do
+                    in_flight[#in_flight + 1] = id
+                end
+            end
+            return {dangling, waiting, in_flight}",
+        )
+    });
+    let (dangling, waiting, in_flight): (usize, Vec<String>, Vec<String>) = DELIVERIES
+        .key(config.job_data_hash())
+        .key(config.active_jobs_list())
+        .key(config.scheduled_jobs_set())
+        .key(config.workers_set())
+        .key(config.inflight_jobs_set())
+        .invoke_async(conn)
+        .await?;
+    Ok(RedisDeliveries {
+        waiting: waiting.into_iter().collect(),
+        in_flight: in_flight.into_iter().collect(),
+        dangling,
+    })
+}
+
+/// Removes one waiting delivery from the queue and deletes its payload, as
+/// if Redis had lost it (tests of the drift check and the sweeper).
+pub async fn forget_delivery(
+    conn: &mut ConnectionManager,
+    config: &RedisQueueConfig,
+    job: JobId,
+    push_seq: i32,
+) -> Result<(), QueueError> {
+    let id = task_id(job, push_seq).to_string();
+    redis::pipe()
+        .atomic()
+        .lrem(config.active_jobs_list(), 0, &id)
+        .ignore()
+        .zrem(config.scheduled_jobs_set(), &id)
+        .ignore()
+        .hdel(config.job_data_hash(), &id)
+        .ignore()
+        .del(format!("{}:{id}", config.job_meta_hash()))
+        .ignore()
+        .query_async::<()>(conn)
+        .await?;
+    Ok(())
+}
+
 /// Deletes the metadata apalis keeps for workers no longer registered
 /// (crashed processes, replaced consumer generations): apalis writes one
 /// hash per worker name and never removes it. Names are unique per process

@@ -302,6 +302,34 @@ async fn every_page_renders_for_both_roles_and_only_operators_get_write_forms() 
     .await?;
     assert_eq!(model.count("#versions tbody tr"), 2);
     assert_eq!(model.count("#accuracy-chart[data-chart]"), 1);
+    assert_eq!(
+        model.count("#series-chart[data-chart]"),
+        1,
+        "the forecast chart"
+    );
+    assert!(
+        model.html.contains("upper 95"),
+        "the forecast has its intervals"
+    );
+    let anomaly = send(
+        &app,
+        "GET",
+        &format!("/orgs/{}/models/anomaly_detection", w.good),
+        READER,
+        None,
+    )
+    .await?;
+    assert_eq!(
+        anomaly.count("#series-chart[data-chart]"),
+        1,
+        "the anomaly score chart"
+    );
+    assert!(anomaly.html.contains("threshold"));
+    let workers = send(&app, "GET", "/workers", READER, None).await?;
+    assert!(
+        workers.count("#workers tbody tr") >= 1,
+        "the stopped worker is listed"
+    );
     assert!(
         model.count("#compare tbody tr") >= 2,
         "champion and challengers"

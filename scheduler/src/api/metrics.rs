@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use apalis_redis::ConnectionManager;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, Method};
 use axum::middleware::Next;
@@ -41,6 +42,15 @@ fn describe() {
     metrics::describe_gauge!(
         "trainyard_workers_busy",
         "Workers with a running job and a fresh heartbeat"
+    );
+    metrics::describe_gauge!(
+        "trainyard_workers_alive",
+        "Worker replicas with a fresh presence row, idle ones included"
+    );
+    metrics::describe_gauge!(
+        "trainyard_queue_drift_jobs",
+        "Deliveries where PostgreSQL and Redis disagree, by direction \
+         (missing_in_redis, unknown_to_postgres, dangling)"
     );
     metrics::describe_gauge!(
         "trainyard_running_jobs_stale",
@@ -124,6 +134,7 @@ pub async fn refresh_gauges(
         .unwrap_or(0.0);
     metrics::gauge!("trainyard_oldest_queued_job_age_seconds").set(age.max(0.0));
     metrics::gauge!("trainyard_workers_busy").set(q.busy_workers as f64);
+    metrics::gauge!("trainyard_workers_alive").set(q.alive_workers as f64);
     metrics::gauge!("trainyard_running_jobs_stale").set(q.stale_running as f64);
     if let Some(c) = ops::current_cycle(&mut *conn).await? {
         for (status, n) in [
@@ -148,10 +159,35 @@ pub async fn refresh_gauges(
     Ok(())
 }
 
+/// Sets `trainyard_queue_drift_jobs` from a comparison of PostgreSQL and
+/// Redis ([`super::drift::measure`]). When it cannot be measured the gauge
+/// keeps its last value and the error is returned.
+pub async fn refresh_drift_gauge(
+    conn: &mut sqlx::PgConnection,
+    redis: &mut ConnectionManager,
+    config: &apalis_redis::Config,
+) -> Result<(), super::drift::DriftError> {
+    let d = super::drift::measure(conn, redis, config).await?;
+    metrics::gauge!("trainyard_queue_drift_jobs", "direction" => "missing_in_redis")
+        .set(d.missing_in_redis as f64);
+    if let Some(n) = d.unknown_to_postgres {
+        metrics::gauge!("trainyard_queue_drift_jobs", "direction" => "unknown_to_postgres")
+            .set(n as f64);
+    }
+    metrics::gauge!("trainyard_queue_drift_jobs", "direction" => "dangling").set(d.dangling as f64);
+    Ok(())
+}
+
 /// Every `every`, the replica holding the gauge lock (a session advisory
-/// lock on a connection it keeps) refreshes the gauges; the others try to
-/// take the lock. Runs until the task is dropped.
-pub async fn gauge_timer(pool: PgPool, every: Duration, stale_after_secs: f64) {
+/// lock on a connection it keeps) refreshes the gauges, drift included;
+/// the others try to take the lock. Runs until the task is dropped.
+pub async fn gauge_timer(
+    pool: PgPool,
+    mut redis: ConnectionManager,
+    queue: apalis_redis::Config,
+    every: Duration,
+    stale_after_secs: f64,
+) {
     // Detached from the pool: dropping it closes it, and the lock goes with it.
     let mut holder: Option<PgConnection> = None;
     let mut tick = tokio::time::interval(every);
@@ -179,6 +215,11 @@ pub async fn gauge_timer(pool: PgPool, every: Duration, stale_after_secs: f64) {
                 // The connection (and with it the lock) may be gone: start over.
                 tracing::warn!(error = %e, "refreshing the metrics gauges failed");
                 holder = None;
+            } else if let Err(e) = refresh_drift_gauge(conn, &mut redis, &queue).await {
+                tracing::warn!(error = %e, "measuring PostgreSQL/Redis drift failed");
+                if matches!(e, super::drift::DriftError::Db(_)) {
+                    holder = None;
+                }
             }
         }
     }

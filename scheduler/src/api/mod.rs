@@ -6,7 +6,9 @@
 //! and by the readiness probe.
 
 pub mod auth;
+pub mod drift;
 pub mod metrics;
+pub mod models;
 pub mod openapi;
 pub mod problem;
 pub mod read;
@@ -130,6 +132,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/orgs/{id}/models/{model_type}/versions",
             get(read::versions),
         )
+        .route(
+            "/orgs/{id}/models/{model_type}/compare",
+            get(models::compare),
+        )
+        .route(
+            "/orgs/{id}/models/{model_type}/forecast",
+            get(models::forecast),
+        )
+        .route("/orgs/{id}/anomalies", get(models::anomalies))
         .route(
             "/orgs/{id}/models/{model_type}/promote",
             post(write::promote),
@@ -255,6 +266,8 @@ pub async fn run_serve(
     metrics::handle();
     let gauges = tokio::spawn(metrics::gauge_timer(
         pool.clone(),
+        redis.clone(),
+        queue::queue_config(&settings.connection.queue),
         Duration::from_secs(api.metrics_secs),
         settings.lease_timeout_secs as f64,
     ));

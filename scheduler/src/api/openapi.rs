@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{read, write};
+use super::{models, read, write};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,9 @@ use super::{read, write};
         read::orgs,
         read::org,
         read::versions,
+        models::compare,
+        models::forecast,
+        models::anomalies,
         read::workers,
         read::audit,
         write::enqueue,

@@ -8,6 +8,7 @@ use axum::Json;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Value};
 use trainyard_shared::store::ops::{self, JobFilter};
+use trainyard_shared::store::workers as presence;
 use trainyard_shared::{CycleId, CycleStatus, JobId, JobStatus, ModelType, OrgId};
 
 use super::problem::{ApiResult, Problem};
@@ -16,7 +17,7 @@ use super::{clip, decode_cursor, encode_cursor, parse_id, parse_limit, query_pai
 type Reply = ApiResult<Json<Value>>;
 
 /// Only these parameters are accepted; anything else is a 400.
-fn params(raw: Option<String>, allowed: &[&str]) -> ApiResult<BTreeMap<String, String>> {
+pub(crate) fn params(raw: Option<String>, allowed: &[&str]) -> ApiResult<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for (k, v) in query_pairs(raw.as_deref()) {
         if !allowed.contains(&k.as_str()) {
@@ -144,6 +145,11 @@ pub async fn overview(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuer
             "detail": format!("{} running jobs have no heartbeat for {stale} s", queue.stale_running),
             "count": queue.stale_running}));
     }
+    if let Some(item) =
+        super::drift::attention(&state.pool, state.redis.clone(), &state.queue_config()).await
+    {
+        attention.push(item);
+    }
     let since = now - chrono::Duration::seconds(THROUGHPUT_BUCKETS * THROUGHPUT_BUCKET_SECS);
     let buckets = ops::throughput(&state.pool, since, THROUGHPUT_BUCKET_SECS).await?;
     let throughput = json!({
@@ -167,7 +173,7 @@ pub async fn overview(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuer
             "oldest_queued_at": queue.oldest_queued_at,
             "oldest_queued_age_seconds": oldest_age,
         },
-        "workers": {"busy": queue.busy_workers, "stale_jobs": queue.stale_running},
+        "workers": {"alive": queue.alive_workers, "busy": queue.busy_workers, "stale_jobs": queue.stale_running},
         "eta": eta,
         "attention": attention,
         "throughput": throughput,
@@ -545,32 +551,50 @@ pub async fn versions(
     get,
     path = "/api/v1/workers",
     tag = "read",
-    summary = "Workers seen through their running jobs",
+    summary = "Every worker replica, busy or idle, with its current jobs",
     responses((status = 200, description = "the workers", body = serde_json::Value), (status = 400, description = "malformed input", body = serde_json::Value, content_type = "application/problem+json"), (status = 401, description = "no or a wrong token", body = serde_json::Value, content_type = "application/problem+json"))
 )]
 pub async fn workers(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuery) -> Reply {
     params(raw, &[])?;
-    let jobs = ops::running_jobs(&state.pool, state.stale_after_secs()).await?;
+    let stale_after = state.stale_after_secs();
+    let present = presence::list(&state.pool, stale_after).await?;
+    let jobs = ops::running_jobs(&state.pool, stale_after).await?;
     let mut by_worker: BTreeMap<String, Vec<&ops::WorkerJob>> = BTreeMap::new();
     for j in &jobs {
         by_worker.entry(j.worker.clone()).or_default().push(j);
     }
-    let items: Vec<Value> = by_worker
-        .into_iter()
-        .map(|(worker, jobs)| {
-            let last = jobs.iter().filter_map(|j| j.heartbeat_at).max();
+    let mut items: Vec<Value> = present
+        .iter()
+        .map(|p| {
+            let jobs = by_worker.remove(&p.replica).unwrap_or_default();
             json!({
-                "worker": worker,
-                "last_heartbeat_at": last,
-                "stale": jobs.iter().all(|j| j.stale),
+                "worker": p.replica,
+                "presence": true,
+                "started_at": p.started_at,
+                "last_seen": p.last_seen,
+                "concurrency": p.concurrency,
+                "busy_slots": p.busy_slots,
+                "stopped_at": p.stopped_at,
+                "last_heartbeat_at": jobs.iter().filter_map(|j| j.heartbeat_at).max(),
+                "stale": p.stale,
                 "jobs": jobs,
             })
         })
         .collect();
+    // Running jobs of a replica without a presence row (its row was pruned,
+    // or it runs a build from before presence): seen through its jobs only.
+    items.extend(by_worker.into_iter().map(|(worker, jobs)| {
+        json!({
+            "worker": worker,
+            "presence": false,
+            "last_heartbeat_at": jobs.iter().filter_map(|j| j.heartbeat_at).max(),
+            "stale": jobs.iter().all(|j| j.stale),
+            "jobs": jobs,
+        })
+    }));
     Ok(Json(json!({
         "items": items,
-        "stale_after_seconds": state.stale_after_secs(),
-        "note": "workers are seen through the heartbeats of the jobs they run; an idle worker is not listed",
+        "stale_after_seconds": stale_after,
     })))
 }
 

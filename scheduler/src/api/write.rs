@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use trainyard_shared::cycles::{self, CreateOutcome, CycleKind, LiveJob, NewCycle};
-use trainyard_shared::store::ops::{self, NewAudit, OpsError};
+use trainyard_shared::store::ops::{self, KeyClaim, NewAudit, OpsError};
 use trainyard_shared::{jobs, CycleId, JobId, JobStatus, ModelType, OrgId};
 
 use super::auth::{require_operator, Caller};
@@ -237,44 +237,87 @@ async fn enqueue_inner(
         ))
     })?;
     optional_reason(&b.reason)?;
+    let Some(key) = key else {
+        let (code, body) = enqueue_pair(state, caller, org, model_type).await?;
+        return Ok((code, body, false));
+    };
+    if key.is_empty() || key.len() > 200 || key.chars().any(char::is_control) {
+        return Err(Problem::bad_request(
+            "Idempotency-Key takes 1 to 200 printable characters",
+        ));
+    }
     let request = format!("enqueue {org} {model_type}");
-    if let Some(key) = key {
-        if key.is_empty() || key.len() > 200 || key.chars().any(char::is_control) {
-            return Err(Problem::bad_request(
-                "Idempotency-Key takes 1 to 200 printable characters",
-            ));
-        }
-        if let Some(stored) = ops::idempotent_answer(&state.pool, key).await? {
-            if stored.request != request {
-                return Err(Problem::unprocessable(
-                    "this Idempotency-Key was used for another request",
-                ));
+    let other_request =
+        || Problem::unprocessable("this Idempotency-Key was used for another request");
+    // Exactly one request per key is carried out: the one that claims it.
+    // The others wait for its answer and replay it.
+    let waiting_since = tokio::time::Instant::now();
+    loop {
+        match ops::claim_key(&state.pool, key, &request, KEY_ABANDONED_SECS).await? {
+            KeyClaim::Claimed => break,
+            KeyClaim::Done(stored) if stored.request != request => return Err(other_request()),
+            KeyClaim::Done(stored) => {
+                let code =
+                    StatusCode::from_u16(stored.status_code as u16).unwrap_or(StatusCode::OK);
+                return Ok((code, stored.body, true));
             }
-            let code = StatusCode::from_u16(stored.status_code as u16).unwrap_or(StatusCode::OK);
-            return Ok((code, stored.body, true));
+            KeyClaim::InProgress { request: r } if r != request => return Err(other_request()),
+            KeyClaim::InProgress { .. } if waiting_since.elapsed() >= KEY_WAIT => {
+                return Err(Problem::conflict(
+                    "idempotency-key-in-progress",
+                    "a request with this Idempotency-Key is still being carried out; send it \
+                     again shortly to get its answer",
+                ))
+            }
+            KeyClaim::InProgress { .. } => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
         }
     }
+    let outcome = enqueue_pair(state, caller, org, model_type).await;
+    let recorded = match &outcome {
+        Ok((code, body)) => ops::settle_key(&state.pool, key, code.as_u16(), body).await,
+        Err(_) => ops::release_key(&state.pool, key).await,
+    };
+    if let Err(e) = recorded {
+        tracing::error!(error = %e, request.id = %caller.request_id,
+            "recording the answer of an Idempotency-Key failed; the key stays claimed until abandoned");
+    }
+    let (code, body) = outcome?;
+    Ok((code, body, false))
+}
+
+/// How long a request waits for another request with the same
+/// `Idempotency-Key` to finish before answering 409.
+const KEY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A claimed key whose request has not settled it after this long was
+/// abandoned (its process died): another request may take it over.
+const KEY_ABANDONED_SECS: f64 = 120.0;
+
+/// Enqueues one pair now: `201` with the cycle and the job, or the 409 of
+/// the one-live-job rule.
+async fn enqueue_pair(
+    state: &ApiState,
+    caller: &Caller,
+    org: OrgId,
+    model_type: ModelType,
+) -> Outcome {
     let (outcome, pushed) =
         start_cycle(state, caller, Some(org), Some(model_type), Vec::new()).await?;
-    let answer = match outcome {
+    match outcome {
         CreateOutcome::Created { cycle_id, .. } => {
             let job = ops::job_of_pair(&state.pool, cycle_id, org, model_type).await?;
-            json!({"cycle_id": cycle_id, "job": job, "pushed": pushed})
-        }
-        CreateOutcome::AlreadyLive { jobs } if !jobs.is_empty() => {
-            return Err(already_live(&jobs));
-        }
-        CreateOutcome::AlreadyLive { .. } | CreateOutcome::AlreadyExists { .. } => {
-            return Err(Problem::conflict(
-                "retry",
-                "the request collided with another; send it again",
+            Ok((
+                StatusCode::CREATED,
+                json!({"cycle_id": cycle_id, "job": job, "pushed": pushed}),
             ))
         }
-    };
-    if let Some(key) = key {
-        ops::remember_answer(&state.pool, key, &request, 201, &answer).await?;
+        CreateOutcome::AlreadyLive { jobs } if !jobs.is_empty() => Err(already_live(&jobs)),
+        CreateOutcome::AlreadyLive { .. } | CreateOutcome::AlreadyExists { .. } => Err(
+            Problem::conflict("retry", "the request collided with another; send it again"),
+        ),
     }
-    Ok((StatusCode::CREATED, answer, false))
 }
 
 #[derive(Debug, Deserialize)]

@@ -157,6 +157,7 @@ pub struct NowLive {
     running: i64,
     oldest_age: Option<f64>,
     busy_workers: i64,
+    alive_workers: i64,
     stale_jobs: i64,
     eta: Option<Eta>,
     spark: String,
@@ -226,7 +227,11 @@ async fn now_data(state: &Arc<ApiState>, raw: Option<String>) -> PageResult<NowL
         oldest_queued_age_seconds,
         ..
     }: Queue = o.queue;
-    let Workers { busy, stale_jobs } = o.workers;
+    let Workers {
+        alive,
+        busy,
+        stale_jobs,
+    } = o.workers;
     let (cycle, progress) = match o.current {
         Some(c) => {
             let p = progress(&c.progress);
@@ -251,6 +256,7 @@ async fn now_data(state: &Arc<ApiState>, raw: Option<String>) -> PageResult<NowL
         running,
         oldest_age: oldest_queued_age_seconds,
         busy_workers: busy,
+        alive_workers: alive,
         stale_jobs,
         eta: o.eta,
         spark,
@@ -796,8 +802,40 @@ pub async fn model(
             "c1",
         ))
     });
-    let (series_chart, series_title, series_note) = (None, String::new(), String::new());
-    let charts = accuracy_chart.is_some();
+    let org_id = d.organization.id.to_string();
+    let (series_chart, series_title, series_note) = if model_type.is_forecast() {
+        let f: views::Forecast = api(
+            "Model",
+            crate::api::models::forecast(
+                State(state.clone()),
+                Path((org_id, model_type.to_string())),
+                RawQuery(None),
+            ),
+        )
+        .await?;
+        let note = f.note.clone().unwrap_or_else(|| {
+            format!(
+                "Daily {} of the last {} days, the active model's 30-day forecast, and its 80 % and 95 % intervals.",
+                f.column,
+                f.actuals.items.len()
+            )
+        });
+        (forecast_chart(&f), "Forecast".to_string(), note)
+    } else {
+        let a: views::Anomalies = api(
+            "Model",
+            crate::api::models::anomalies(State(state.clone()), Path(org_id), RawQuery(None)),
+        )
+        .await?;
+        let flagged: i64 = a.days.iter().map(|d| d.flagged_rows).sum();
+        let note = a.note.clone().unwrap_or_else(|| {
+            format!(
+                "The daily anomaly score of the last 90 days against its threshold; {flagged} rows flagged."
+            )
+        });
+        (anomaly_chart(&a), "Anomaly scores".to_string(), note)
+    };
+    let charts = accuracy_chart.is_some() || series_chart.is_some();
     let nav = Nav::new(
         "orgs",
         format!("{} {}", d.organization.name, model_type),
@@ -818,6 +856,80 @@ pub async fn model(
         series_note,
     }
     .into_response())
+}
+
+fn day_secs(d: chrono::NaiveDate) -> f64 {
+    d.and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp() as f64)
+        .unwrap_or(0.0)
+}
+
+/// Recent actuals, the forecast, and its 95 % and 80 % bands (filled).
+fn forecast_chart(f: &views::Forecast) -> Option<Chart> {
+    let mut days: BTreeMap<chrono::NaiveDate, [Option<f64>; 6]> = BTreeMap::new();
+    for a in &f.actuals.items {
+        days.entry(a.date).or_default()[0] = a.value;
+    }
+    for p in &f.forecast.items {
+        let row = days.entry(p.prediction_date).or_default();
+        row[1] = Some(p.predicted_value);
+        row[2] = p.upper_95;
+        row[3] = p.lower_95;
+        row[4] = p.upper_80;
+        row[5] = p.lower_80;
+    }
+    if days.is_empty() {
+        return None;
+    }
+    let x = days.keys().map(|d| day_secs(*d)).collect();
+    let col = |i: usize| days.values().map(|r| r[i]).collect::<Vec<_>>();
+    let mut chart = Chart::new(true, x, f.column.clone())
+        .with(Series::line("actual", col(0), "c1"))
+        .with(Series::line("forecast", col(1), "c2"));
+    if f.forecast.items.iter().any(|p| p.lower_95.is_some()) {
+        chart = chart
+            .with(Series::line("upper 95 %", col(2), "c2").band_edge())
+            .with(Series::line("lower 95 %", col(3), "c2").band_edge())
+            .band_between_last_two()
+            .with(Series::line("upper 80 %", col(4), "c2").band_edge())
+            .with(Series::line("lower 80 %", col(5), "c2").band_edge())
+            .band_between_last_two();
+    }
+    (chart.points() > 0).then_some(chart)
+}
+
+/// The daily score, its threshold, and the flagged days as points.
+fn anomaly_chart(a: &views::Anomalies) -> Option<Chart> {
+    if a.days.is_empty() {
+        return None;
+    }
+    let x = a.days.iter().map(|d| day_secs(d.date)).collect();
+    let chart = Chart::new(true, x, "score")
+        .with(Series::line(
+            "score",
+            a.days.iter().map(|d| Some(d.score)).collect(),
+            "c1",
+        ))
+        .with(
+            Series::line(
+                "threshold",
+                a.days.iter().map(|d| Some(d.threshold)).collect(),
+                "bad",
+            )
+            .dashed(),
+        )
+        .with(
+            Series::line(
+                "flagged",
+                a.days
+                    .iter()
+                    .map(|d| (d.flagged_rows > 0).then_some(d.score))
+                    .collect(),
+                "warn",
+            )
+            .points(),
+        );
+    Some(chart)
 }
 
 // ---------------------------------------------------------------- Workers, Audit

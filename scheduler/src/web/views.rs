@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use trainyard_shared::store::ops::{
-    AuditRow, CycleRow, EpochRow, EvaluationRow, JobRow, ModelRow, OrgRow, ReasonGroup,
-    StatusGroup, WorkerJob,
+    AnomalyDay, AuditRow, CycleRow, DailyActual, EpochRow, EvaluationRow, JobRow, ModelRow, OrgRow,
+    ReasonGroup, StatusGroup, WorkerJob,
 };
 use trainyard_shared::{CycleId, JobId, JobStatus, ModelType, OrgId};
 
@@ -54,6 +54,8 @@ pub struct Queue {
 
 #[derive(Debug, Deserialize)]
 pub struct Workers {
+    /// Replicas that reported presence within the lease.
+    pub alive: i64,
     pub busy: i64,
     pub stale_jobs: i64,
 }
@@ -170,7 +172,57 @@ pub struct WorkerList {
 #[derive(Debug, Deserialize)]
 pub struct WorkerEntry {
     pub worker: String,
+    /// False for a replica seen only through the jobs it runs.
+    pub presence: bool,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_seen: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub concurrency: Option<i64>,
+    #[serde(default)]
+    pub busy_slots: Option<i64>,
+    #[serde(default)]
+    pub stopped_at: Option<DateTime<Utc>>,
     pub last_heartbeat_at: Option<DateTime<Utc>>,
     pub stale: bool,
     pub jobs: Vec<WorkerJob>,
+}
+
+/// `GET /orgs/{id}/models/{model_type}/forecast`.
+#[derive(Debug, Deserialize)]
+pub struct Forecast {
+    pub column: String,
+    pub actuals: Actuals,
+    pub forecast: Predictions,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Actuals {
+    pub items: Vec<DailyActual>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Predictions {
+    pub items: Vec<Prediction>,
+}
+
+/// One forecast day with its intervals when stored.
+#[derive(Debug, Deserialize)]
+pub struct Prediction {
+    pub prediction_date: chrono::NaiveDate,
+    pub predicted_value: f64,
+    pub lower_80: Option<f64>,
+    pub upper_80: Option<f64>,
+    pub lower_95: Option<f64>,
+    pub upper_95: Option<f64>,
+}
+
+/// `GET /orgs/{id}/anomalies`.
+#[derive(Debug, Deserialize)]
+pub struct Anomalies {
+    pub days: Vec<AnomalyDay>,
+    #[serde(default)]
+    pub note: Option<String>,
 }

@@ -10,7 +10,9 @@
 //!   recount, finalization, and the summaries the CLI prints.
 //! - [`ops`]: what the ops API reads and writes (overview, searches with
 //!   keyset pagination, model versions, the audit trail).
+//! - [`workers`]: worker presence, kept fresh by every replica, busy or idle.
 
 pub mod cycles;
 pub mod jobs;
 pub mod ops;
+pub mod workers;

@@ -498,7 +498,11 @@ pub struct QueueFigures {
     pub queued: i64,
     pub running: i64,
     pub oldest_queued_at: Option<DateTime<Utc>>,
+    /// Replicas with a running job: a fresh job heartbeat, or a fresh
+    /// presence row with a busy slot.
     pub busy_workers: i64,
+    /// Replicas whose presence row is fresh (idle ones included).
+    pub alive_workers: i64,
     pub stale_running: i64,
 }
 
@@ -507,17 +511,22 @@ pub async fn queue_figures(
     stale_after_secs: f64,
 ) -> Result<QueueFigures, sqlx::Error> {
     sqlx::query_as(
-        "select count(*) filter (where status = 'queued') as queued,
-                count(*) filter (where status = 'running') as running,
-                min(created_at) filter (where status = 'queued') as oldest_queued_at,
-                count(distinct worker) filter (
-                    where status = 'running' and heartbeat_at >= now() - $1 * interval '1 second')
-                    as busy_workers,
-                count(*) filter (
-                    where status = 'running'
-                      and coalesce(heartbeat_at < now() - $1 * interval '1 second', true))
-                    as stale_running
-         from ml_training_jobs where status in ('queued', 'running')",
+        "with live as (
+             select status, created_at, worker,
+                    coalesce(heartbeat_at < now() - $1 * interval '1 second', true) as stale
+             from ml_training_jobs where status in ('queued', 'running')),
+         present as (
+             select replica, busy_slots from worker_presence
+             where stopped_at is null and last_seen >= now() - $1 * interval '1 second')
+         select (select count(*) from live where status = 'queued') as queued,
+                (select count(*) from live where status = 'running') as running,
+                (select min(created_at) from live where status = 'queued') as oldest_queued_at,
+                (select count(*) from (
+                     select worker from live where status = 'running' and not stale
+                     union
+                     select replica from present where busy_slots > 0) b) as busy_workers,
+                (select count(*) from present) as alive_workers,
+                (select count(*) from live where status = 'running' and stale) as stale_running",
     )
     .bind(stale_after_secs)
     .fetch_one(db)
@@ -686,34 +695,87 @@ pub struct StoredAnswer {
     pub body: serde_json::Value,
 }
 
-pub async fn idempotent_answer(
-    db: impl PgExecutor<'_>,
-    key: &str,
-) -> Result<Option<StoredAnswer>, sqlx::Error> {
-    sqlx::query_as("select request, status_code, body from ops_idempotency where key = $1")
-        .bind(key)
-        .fetch_optional(db)
-        .await
+/// The `status_code` of a key whose request is still being carried out.
+const PENDING: i32 = 0;
+
+/// What [`claim_key`] found.
+#[derive(Debug, Clone)]
+pub enum KeyClaim {
+    /// This request owns the key: carry it out, then [`settle_key`] or
+    /// [`release_key`].
+    Claimed,
+    /// Another request with this key is being carried out now.
+    InProgress { request: String },
+    /// The key's request was carried out: replay its answer.
+    Done(StoredAnswer),
 }
 
-/// Records an answer for a key; the first one recorded wins.
-pub async fn remember_answer(
-    db: impl PgExecutor<'_>,
+/// Claims an `Idempotency-Key` before anything is done for it: a pending
+/// row is inserted, and the primary key lets exactly one of any number of
+/// concurrent requests insert it. A pending row older than
+/// `abandoned_after_secs` (its request's process died before settling it)
+/// is taken over.
+pub async fn claim_key(
+    db: &sqlx::PgPool,
     key: &str,
     request: &str,
+    abandoned_after_secs: f64,
+) -> Result<KeyClaim, sqlx::Error> {
+    let claimed: Option<String> = sqlx::query_scalar(
+        "insert into ops_idempotency (key, request, status_code, body)
+         values ($1, $2, 0, 'null'::jsonb)
+         on conflict (key) do update set request = excluded.request, created_at = now()
+             where ops_idempotency.status_code = 0
+               and ops_idempotency.created_at < now() - $3 * interval '1 second'
+         returning key",
+    )
+    .bind(key)
+    .bind(request)
+    .bind(abandoned_after_secs)
+    .fetch_optional(db)
+    .await?;
+    if claimed.is_some() {
+        return Ok(KeyClaim::Claimed);
+    }
+    let stored: Option<StoredAnswer> =
+        sqlx::query_as("select request, status_code, body from ops_idempotency where key = $1")
+            .bind(key)
+            .fetch_optional(db)
+            .await?;
+    Ok(match stored {
+        // Released between the insert and the read: claim again.
+        None => Box::pin(claim_key(db, key, request, abandoned_after_secs)).await?,
+        Some(s) if s.status_code == PENDING => KeyClaim::InProgress { request: s.request },
+        Some(s) => KeyClaim::Done(s),
+    })
+}
+
+/// Records the answer of a claimed key; later requests with it replay it.
+pub async fn settle_key(
+    db: impl PgExecutor<'_>,
+    key: &str,
     status_code: u16,
     body: &serde_json::Value,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "insert into ops_idempotency (key, request, status_code, body) values ($1, $2, $3, $4)
-         on conflict (key) do nothing",
+        "update ops_idempotency set status_code = $2, body = $3
+         where key = $1 and status_code = 0",
     )
     .bind(key)
-    .bind(request)
     .bind(i32::from(status_code))
     .bind(body)
     .execute(db)
     .await?;
+    Ok(())
+}
+
+/// Gives a claimed key up (its request was refused or failed): the same
+/// key may be sent again.
+pub async fn release_key(db: impl PgExecutor<'_>, key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from ops_idempotency where key = $1 and status_code = 0")
+        .bind(key)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
@@ -868,6 +930,263 @@ pub async fn failure_reasons(
     )
     .bind(cycle)
     .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// One job whose delivery PostgreSQL says is in Redis: queued and pushed,
+/// or running.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryInRedis {
+    pub id: JobId,
+    pub push_seq: i32,
+    pub status: JobStatus,
+    /// Pushed longer than the grace ago (a younger push may still be on
+    /// its way; only settled ones are judged missing).
+    pub settled: bool,
+}
+
+/// The jobs whose delivery should be in Redis, at most `limit` (the partial
+/// index `ml_training_jobs_in_redis` bounds them by the window).
+pub async fn deliveries_in_redis(
+    db: impl PgExecutor<'_>,
+    grace_secs: f64,
+    limit: i64,
+) -> Result<Vec<DeliveryInRedis>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, push_seq, status,
+                coalesce(pushed_at < now() - $1 * interval '1 second', false) as settled
+         from ml_training_jobs
+         where status = 'running' or (status = 'queued' and pushed_at is not null)
+         limit $2",
+    )
+    .bind(grace_secs)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// One version of an organization's model of one type.
+pub async fn model_version(
+    db: impl PgExecutor<'_>,
+    org: OrgId,
+    model_type: ModelType,
+    version: i32,
+) -> Result<Option<ModelRow>, sqlx::Error> {
+    let sql = concat!(
+        model_select!(),
+        " where organization_id = $1 and model_type = $2 and version = $3"
+    );
+    sqlx::query_as(sql)
+        .bind(org)
+        .bind(model_type)
+        .bind(version)
+        .fetch_optional(db)
+        .await
+}
+
+/// How a job scored one model on its holdout: the champion it trained, or
+/// the active model it re-scored (`role` incumbent). `None` when the job
+/// did not score that model.
+pub async fn evaluation_of_model(
+    db: impl PgExecutor<'_>,
+    job: JobId,
+    model: Uuid,
+) -> Result<Option<EvaluationRow>, sqlx::Error> {
+    sqlx::query_as(
+        "select algorithm, role, model_id, is_champion, accuracy, mae, rmse, r2_score, mape, mase,
+                precision_score, recall, f1
+         from ml_evaluations where job_id = $1 and model_id = $2
+         order by role limit 1",
+    )
+    .bind(job)
+    .bind(model)
+    .fetch_optional(db)
+    .await
+}
+
+/// The trivial baseline a job trained beside its champion (its metrics on
+/// the same holdout), if it trained one.
+pub async fn baseline_of_job(
+    db: impl PgExecutor<'_>,
+    job: JobId,
+    algorithm: &str,
+) -> Result<Option<EvaluationRow>, sqlx::Error> {
+    sqlx::query_as(
+        "select algorithm, role, model_id, is_champion, accuracy, mae, rmse, r2_score, mape, mase,
+                precision_score, recall, f1
+         from ml_evaluations where job_id = $1 and role = 'candidate' and algorithm = $2",
+    )
+    .bind(job)
+    .bind(algorithm)
+    .fetch_optional(db)
+    .await
+}
+
+/// One day of an organization's data, summed the way its model type reads it.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+pub struct DailyActual {
+    pub date: NaiveDate,
+    /// The day's total; `None` when every row of the day lacked the value.
+    pub value: Option<f64>,
+    pub rows: i64,
+}
+
+/// The daily totals of `column` over the `days` days ending at the
+/// organization's latest date with data (never after today: a future-dated
+/// row does not move the window). Rows with impossible dates are outside
+/// any window and never decoded.
+pub async fn daily_actuals(
+    db: impl PgExecutor<'_>,
+    org: OrgId,
+    column: crate::domain::DataColumn,
+    days: i32,
+) -> Result<Vec<DailyActual>, sqlx::Error> {
+    use crate::domain::DataColumn;
+    let co2e = column == DataColumn::Co2eKg;
+    sqlx::query_as(
+        "with last as (
+             select max(date) as d from metrics_data
+             where organization_id = $1 and date <= current_date
+               and ($2 = false or category = 'energy'))
+         select m.date, sum(case when $4 then m.co2e_kg else m.value end) as value,
+                count(*) as rows
+         from metrics_data m, last
+         where m.organization_id = $1 and ($2 = false or m.category = 'energy')
+           and m.date <= last.d and m.date > last.d - $3
+         group by m.date order by m.date",
+    )
+    .bind(org)
+    .bind(column.energy_only())
+    .bind(days)
+    .bind(co2e)
+    .fetch_all(db)
+    .await
+}
+
+/// One forecast day.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct PredictionRow {
+    /// The job that wrote it (the same for a whole forecast).
+    #[serde(skip_serializing)]
+    pub job_id: JobId,
+    pub prediction_date: NaiveDate,
+    pub predicted_value: f64,
+    pub lower_80: Option<f64>,
+    pub upper_80: Option<f64>,
+    pub lower_95: Option<f64>,
+    pub upper_95: Option<f64>,
+}
+
+/// The forecast `model` made last: the predictions of the latest job that
+/// wrote some for it (a job that kept the active model writes the active
+/// model's forecast on that job's data), with the job's id.
+pub async fn latest_predictions(
+    db: impl PgExecutor<'_>,
+    org: OrgId,
+    model_type: ModelType,
+    model: Uuid,
+) -> Result<(Option<JobId>, Vec<PredictionRow>), sqlx::Error> {
+    let rows: Vec<PredictionRow> = sqlx::query_as(
+        "select job_id, prediction_date, predicted_value, lower_80, upper_80, lower_95, upper_95
+         from ml_predictions
+         where organization_id = $1 and model_type = $2 and model_id = $3
+           and job_id = (select job_id from ml_predictions
+                         where organization_id = $1 and model_type = $2 and model_id = $3
+                         order by created_at desc, id desc limit 1)
+         order by prediction_date",
+    )
+    .bind(org)
+    .bind(model_type)
+    .bind(model)
+    .fetch_all(db)
+    .await?;
+    Ok((rows.first().map(|r| r.job_id), rows))
+}
+
+/// The anomaly job whose scores the dashboards show: the latest succeeded
+/// anomaly-detection job of the organization that wrote scores, with the
+/// model they came from.
+pub async fn latest_anomaly_job(
+    db: impl PgExecutor<'_>,
+    org: OrgId,
+) -> Result<Option<(JobId, Uuid, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as(
+        "select j.id, f.model_id, j.finished_at
+         from ml_training_jobs j
+         join lateral (select model_id from ml_anomaly_flags where job_id = j.id limit 1) f on true
+         where j.organization_id = $1 and j.model_type = 'anomaly_detection'
+           and j.status = 'succeeded' and j.finished_at is not null
+         order by j.created_at desc, j.id desc limit 1",
+    )
+    .bind(org)
+    .fetch_optional(db)
+    .await
+}
+
+/// One day of anomaly scores (a day may hold several rows: categories).
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+pub struct AnomalyDay {
+    pub date: NaiveDate,
+    /// The day's highest score and the threshold it was judged against.
+    pub score: f64,
+    pub threshold: f64,
+    pub rows: i64,
+    pub flagged_rows: i64,
+    /// Why the day's flagged rows were flagged (null kinds: rows written
+    /// before kinds existed).
+    pub kinds: Vec<String>,
+}
+
+/// The daily scores a job wrote between `from` and `to` (inclusive).
+pub async fn anomaly_days(
+    db: impl PgExecutor<'_>,
+    job: JobId,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<AnomalyDay>, sqlx::Error> {
+    sqlx::query_as(
+        "select date, max(score) as score,
+                (array_agg(threshold order by score desc))[1] as threshold,
+                count(*) as rows, count(*) filter (where is_anomaly) as flagged_rows,
+                coalesce(array_agg(distinct kind) filter (where is_anomaly and kind is not null),
+                         '{}') as kinds
+         from ml_anomaly_flags
+         where job_id = $1 and date between $2 and $3
+         group by date order by date",
+    )
+    .bind(job)
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await
+}
+
+/// One flagged row.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AnomalyFlagRow {
+    pub date: NaiveDate,
+    pub metrics_data_id: Option<i64>,
+    pub score: f64,
+    pub threshold: f64,
+    pub kind: Option<String>,
+}
+
+/// The rows a job flagged between `from` and `to` (inclusive).
+pub async fn anomaly_flags(
+    db: impl PgExecutor<'_>,
+    job: JobId,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<AnomalyFlagRow>, sqlx::Error> {
+    sqlx::query_as(
+        "select date, metrics_data_id, score, threshold, kind from ml_anomaly_flags
+         where job_id = $1 and is_anomaly and date between $2 and $3
+         order by date, metrics_data_id",
+    )
+    .bind(job)
+    .bind(from)
+    .bind(to)
     .fetch_all(db)
     .await
 }

@@ -7,6 +7,7 @@ pub mod faults;
 pub mod handler;
 pub mod health;
 pub mod metrics;
+pub mod presence;
 pub mod promotion;
 pub mod results;
 pub mod settings;

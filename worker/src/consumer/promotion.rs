@@ -13,8 +13,9 @@ use uuid::Uuid;
 use crate::training::{AnomalyFlag, ForecastPoint, Metrics, TrainOutcome};
 
 /// A model must beat the active one by more than this many accuracy points,
-/// on the same holdout, to replace it.
-pub const PROMOTION_MARGIN: f64 = 2.0;
+/// on the same holdout, to replace it (defined in `shared`, which the ops
+/// API's version comparison reads too).
+pub use trainyard_shared::domain::PROMOTION_MARGIN;
 
 /// How the active model did when re-scored on this job's holdout.
 #[derive(Debug, Clone)]

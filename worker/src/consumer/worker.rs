@@ -165,6 +165,19 @@ pub async fn run(
         "worker started"
     );
 
+    // Presence: this replica is listed (busy or idle) while it runs, and
+    // stamped stopped as soon as it is asked to stop.
+    let presence = super::presence::spawn(state.clone(), settings.heartbeat());
+    let stamped = {
+        let (state, ticks) = (state.clone(), presence.abort_handle());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            ticks.abort();
+            super::presence::stopped(&state, Duration::from_secs(3)).await;
+        })
+    };
+
     // Fill the window in case the queue was left empty (e.g. Redis restarted).
     let mut c = redis.clone();
     if let Err(e) =
@@ -273,6 +286,12 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     deregister(&state, &worker_name).await;
+    presence.abort();
+    // The stopped stamp began when the stop was asked; wait for it only
+    // within what is left of the grace period (at most 1 s), so a dead
+    // PostgreSQL never delays the exit (the row then goes stale instead).
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), stamped).await;
     sweeper.abort();
     listener.abort();
     tracing::info!(worker.name = %name, "worker stopped");
