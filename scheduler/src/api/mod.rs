@@ -5,6 +5,7 @@
 //! and by the readiness probe.
 
 pub mod auth;
+pub mod figures;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
