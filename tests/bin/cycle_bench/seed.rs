@@ -65,14 +65,28 @@ pub async fn seed(pool: &PgPool, scale: Scale) -> anyhow::Result<Vec<(&'static s
         .await?;
     let mut timings = Vec::new();
     let started = Instant::now();
-    let mut restore = Vec::new();
+    let (mut jobs_indexes, mut other_indexes) = (Vec::new(), Vec::new());
     for table in BULK_TABLES {
-        restore.extend(detach(&mut conn, table).await?);
+        let restore = detach(&mut conn, table).await?;
+        if JOB_TABLES.contains(&table) {
+            jobs_indexes.extend(restore);
+        } else {
+            other_indexes.extend(restore);
+        }
     }
     timings.push(("indexes dropped", started.elapsed().as_secs_f64()));
+    // The jobs, models and evaluations get their indexes back before the
+    // steps that look jobs up; the other tables at the end.
     let mut steps = steps(scale);
+    let after = steps
+        .iter()
+        .position(|(label, _)| *label == "evaluations")
+        .expect("an evaluations step")
+        + 1;
+    jobs_indexes.push(format!("analyze {}", JOB_TABLES.join(", ")));
+    steps.insert(after, ("job indexes rebuilt", jobs_indexes.join(";\n")));
     let analyze = steps.pop().expect("the last step analyzes");
-    steps.push(("indexes rebuilt", restore.join(";\n")));
+    steps.push(("other indexes rebuilt", other_indexes.join(";\n")));
     steps.push(analyze);
     for (label, sql) in steps {
         let started = Instant::now();
@@ -88,6 +102,8 @@ pub async fn seed(pool: &PgPool, scale: Scale) -> anyhow::Result<Vec<(&'static s
 /// The tables seeded in bulk: their indexes and constraints are dropped
 /// before and built again after (one sort per index instead of a million
 /// random insertions), with the definitions the migrations gave them.
+const JOB_TABLES: [&str; 3] = ["ml_training_jobs", "ml_models", "ml_evaluations"];
+
 const BULK_TABLES: [&str; 7] = [
     "ml_training_jobs",
     "ml_models",
@@ -226,7 +242,8 @@ fn steps(scale: Scale) -> Vec<(&'static str, String)> {
                  cross join (values (1, 'emissions_forecast'), (2, 'energy_forecast'), (3, 'anomaly_detection')) m(k, model_type)
                  cross join lateral (select md5('job-' || p.c || '-' || n || '-' || m.k)::uuid as id) j
                  cross join lateral (select j.id, abs(hashtext(j.id::text)) as h) i
-             ) x"
+             ) x;
+             analyze ml_training_jobs"
         )),
         // The running cycle: 48 jobs running on 12 workers, the window's
         // 1000 next ones pushed, the rest waiting.
@@ -263,6 +280,7 @@ fn steps(scale: Scale) -> Vec<(&'static str, String)> {
                     (j.created_at - interval '400 days')::date, (j.created_at - interval '1 day')::date,
                     j.cycle_id, j.id, j.reason
              from ml_training_jobs j where j.status = 'succeeded';
+             analyze ml_models;
              update ml_training_jobs j set promoted = true,
                     reason = 'promoted: no model was active for this organization and model type'
              from ml_models m where m.job_id = j.id and m.version = 1 and not j.promoted;
