@@ -7,3 +7,4 @@ pub mod daemon;
 pub mod demo;
 pub mod schedule;
 pub mod settings;
+pub mod web;

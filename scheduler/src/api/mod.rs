@@ -1,5 +1,6 @@
 //! The ops HTTP server of the scheduler (`serve`, and `run` serves it too):
-//! `/health`, `/ready` and the JSON API under `/api/v1`. It reads
+//! `/health`, `/ready`, the JSON API under `/api/v1` and the dashboard
+//! pages ([`crate::web`]). It reads
 //! PostgreSQL through [`trainyard_shared::store::ops`]; Redis is touched
 //! only to enqueue through the normal path ([`trainyard_shared::jobs::top_up`])
 //! and by the readiness probe.
@@ -146,18 +147,27 @@ pub fn router(state: Arc<ApiState>) -> Router {
             auth::authenticate,
         ))
         .route_layer(axum::middleware::from_fn(metrics::track));
+    let pages = crate::web::routes()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .route_layer(axum::middleware::from_fn(metrics::track));
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics::render))
+        .route("/assets/{file}", get(crate::web::assets::serve))
+        .merge(pages)
         .nest("/api/v1", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(crate::web::security_headers))
         .with_state(state)
 }
 
 async fn not_found() -> Problem {
-    Problem::not_found("no such route; the API lives under /api/v1")
+    Problem::not_found("no such route; the API lives under /api/v1, the dashboard at /")
 }
 
 async fn method_not_allowed() -> Problem {

@@ -45,6 +45,10 @@ pub(crate) fn parse_model_type(value: &str) -> ApiResult<ModelType> {
     })
 }
 
+/// The overview's throughput: jobs finished per 5 minutes over the last 2 hours.
+const THROUGHPUT_BUCKET_SECS: i64 = 300;
+const THROUGHPUT_BUCKETS: i64 = 24;
+
 #[utoipa::path(
     get,
     path = "/api/v1/overview",
@@ -141,6 +145,12 @@ pub async fn overview(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuer
             "detail": format!("{} running jobs have no heartbeat for {stale} s", queue.stale_running),
             "count": queue.stale_running}));
     }
+    let since = now - chrono::Duration::seconds(THROUGHPUT_BUCKETS * THROUGHPUT_BUCKET_SECS);
+    let buckets = ops::throughput(&state.pool, since, THROUGHPUT_BUCKET_SECS).await?;
+    let throughput = json!({
+        "bucket_seconds": THROUGHPUT_BUCKET_SECS,
+        "buckets": buckets.iter().map(|(at, n)| json!({"at": at, "finished": n})).collect::<Vec<_>>(),
+    });
     let oldest_age = queue
         .oldest_queued_at
         .map(|t| (now - t).num_milliseconds() as f64 / 1000.0);
@@ -161,6 +171,7 @@ pub async fn overview(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuer
         "workers": {"busy": queue.busy_workers, "stale_jobs": queue.stale_running},
         "eta": eta,
         "attention": attention,
+        "throughput": throughput,
     })))
 }
 
@@ -200,8 +211,9 @@ pub async fn cycle(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -
         .await?
         .ok_or_else(|| Problem::not_found(format!("cycle {id} does not exist")))?;
     let figures = super::figures::cycle(&state.pool, &c).await?;
+    let reasons = ops::failure_reasons(&state.pool, id, 20).await?;
     Ok(Json(
-        json!({"cycle": c, "by_model_type_and_status": figures.groups}),
+        json!({"cycle": c, "by_model_type_and_status": figures.groups, "failure_reasons": reasons}),
     ))
 }
 
@@ -239,7 +251,8 @@ pub async fn matrix(
         }
         if let Some(cells) = orgs.last_mut().and_then(|o| o.get_mut("cells")) {
             cells[cell.model_type.as_str()] = json!({"job_id": cell.job_id, "status": cell.status,
-                "accuracy": cell.accuracy, "promoted": cell.promoted, "reason": cell.reason});
+                "accuracy": cell.accuracy, "incumbent_accuracy": cell.incumbent_accuracy,
+                "promoted": cell.promoted, "reason": cell.reason});
         }
     }
     let next = if orgs.len() as i64 > limit {

@@ -505,7 +505,7 @@ pub async fn recount(
                 coalesce(s.live, 0) as s_live, coalesce(s.ok, 0) as s_ok,
                 coalesce(s.failed, 0) as s_failed, coalesce(s.skipped, 0) as s_skipped,
                 coalesce(s.promoted, 0) as s_promoted, coalesce(s.shards, 0) as shards,
-                j.total, j.live, j.ok, j.failed, j.skipped, j.promoted
+                j.total, j.live, j.ok, j.failed, j.skipped, j.promoted, j.median_accuracy
          from ml_training_cycles c
          left join lateral (
              select sum(live_jobs)::int4 as live, sum(successful_models)::int4 as ok,
@@ -518,7 +518,10 @@ pub async fn recount(
                     count(*) filter (where status = 'succeeded') as ok,
                     count(*) filter (where status = 'failed') as failed,
                     count(*) filter (where status = 'skipped') as skipped,
-                    count(*) filter (where promoted) as promoted
+                    count(*) filter (where promoted) as promoted,
+                    percentile_cont(0.5) within group (order by accuracy)
+                        filter (where status = 'succeeded' and accuracy is not null)
+                        as median_accuracy
              from ml_training_jobs where cycle_id = c.id) j
          where c.id = $1",
     )
@@ -583,6 +586,7 @@ pub async fn recount(
              status = coalesce($8, status),
              finished_at = case when $8 is null then null else now() end,
              total_time_minutes = extract(epoch from (now() - started_at)) / 60.0,
+             median_accuracy = case when $8 is null then median_accuracy else $16 end,
              counters_repaired = case when $9 then jsonb_build_object(
                  'at', now(), 'total', $10::int, 'live', $11::int, 'succeeded', $12::int,
                  'failed', $13::int, 'skipped', $14::int, 'promoted', $15::int)
@@ -604,6 +608,7 @@ pub async fn recount(
     .bind(had[3])
     .bind(had[4])
     .bind(had[5])
+    .bind(row.get::<Option<f64>, _>("median_accuracy"))
     .execute(&mut *conn)
     .await?;
     if let Some(s) = &final_status {

@@ -6,7 +6,7 @@
 //! [`crate::cycles::create_cycle`] and [`crate::jobs::top_up`].
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -26,7 +26,7 @@ pub enum OpsError {
 }
 
 /// One cycle; counters of a running cycle are summed from its shards.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct CycleRow {
     pub id: CycleId,
     pub cycle_key: String,
@@ -44,6 +44,8 @@ pub struct CycleRow {
     pub deadline_at: DateTime<Utc>,
     pub total_time_minutes: Option<f64>,
     pub requested_by: String,
+    /// Median holdout accuracy of the successful jobs, set at finalization.
+    pub median_accuracy: Option<f64>,
 }
 
 macro_rules! cycle_select {
@@ -58,7 +60,8 @@ macro_rules! cycle_select {
                      else c.skipped_models end as skipped_models,
                 case when c.status = 'running' then coalesce(s.promoted, c.promoted_models)
                      else c.promoted_models end as promoted_models,
-                c.started_at, c.finished_at, c.deadline_at, c.total_time_minutes, c.requested_by
+                c.started_at, c.finished_at, c.deadline_at, c.total_time_minutes, c.requested_by,
+                c.median_accuracy
          from ml_training_cycles c
          left join lateral (select sum(live_jobs)::int4 as live, sum(successful_models)::int4 as ok,
                                    sum(failed_models)::int4 as failed,
@@ -108,7 +111,7 @@ pub async fn current_cycle(db: impl PgExecutor<'_>) -> Result<Option<CycleRow>, 
 }
 
 /// One (model type, status) group of a cycle's jobs.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct StatusGroup {
     pub model_type: ModelType,
     pub status: JobStatus,
@@ -139,7 +142,7 @@ pub async fn cycle_groups(
 }
 
 /// One organization × model type cell of a cycle.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct MatrixCell {
     pub organization_id: OrgId,
     pub organization: Option<String>,
@@ -147,6 +150,9 @@ pub struct MatrixCell {
     pub job_id: JobId,
     pub status: JobStatus,
     pub accuracy: Option<f64>,
+    /// Holdout accuracy of the model that was active before, re-scored on
+    /// the same holdout (none when there was none).
+    pub incumbent_accuracy: Option<f64>,
     pub promoted: bool,
     pub reason: Option<String>,
 }
@@ -165,7 +171,9 @@ pub async fn cycle_matrix(
              where cycle_id = $1 and ($2::uuid is null or organization_id > $2)
              order by organization_id limit $3)
          select j.organization_id, o.name as organization, j.model_type, j.id as job_id,
-                j.status, j.accuracy, j.promoted, j.reason
+                j.status, j.accuracy, j.promoted, j.reason,
+                (select max(e.accuracy) from ml_evaluations e
+                 where e.job_id = j.id and e.role = 'incumbent') as incumbent_accuracy
          from ml_training_jobs j
          join page p on p.organization_id = j.organization_id
          left join organizations o on o.id = j.organization_id
@@ -180,7 +188,7 @@ pub async fn cycle_matrix(
 }
 
 /// One job as the API lists it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct JobRow {
     pub id: JobId,
     pub cycle_id: CycleId,
@@ -282,7 +290,7 @@ pub async fn job(db: impl PgExecutor<'_>, id: JobId) -> Result<Option<JobRow>, s
 
 /// One model scored by a job on its holdout: every candidate it trained and
 /// the incumbent it was compared with.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct EvaluationRow {
     pub algorithm: String,
     pub role: String,
@@ -315,7 +323,7 @@ pub async fn job_evaluations(
 }
 
 /// One trained model (`ml_models`).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct ModelRow {
     pub id: Uuid,
     pub organization_id: OrgId,
@@ -358,7 +366,7 @@ pub async fn job_model(
 }
 
 /// One epoch of one algorithm trained by a job.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct EpochRow {
     pub algorithm: String,
     pub epoch: i32,
@@ -379,7 +387,7 @@ pub async fn job_epochs(db: impl PgExecutor<'_>, id: JobId) -> Result<Vec<EpochR
 }
 
 /// One organization.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct OrgRow {
     pub id: OrgId,
     pub name: String,
@@ -454,7 +462,7 @@ pub async fn model_versions(
 }
 
 /// One worker seen through the heartbeats of the jobs it runs.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct WorkerJob {
     pub worker: String,
     pub job_id: JobId,
@@ -487,7 +495,7 @@ pub async fn running_jobs(
 
 /// The queue's figures the overview shows, none of which counts the whole
 /// jobs table: only live rows (bounded by the partial indexes).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct QueueFigures {
     pub queued: i64,
     pub running: i64,
@@ -609,7 +617,7 @@ pub async fn job_of_pair(
 }
 
 /// One write recorded by the ops API.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct AuditRow {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -815,4 +823,54 @@ pub async fn last_completed_cycle_at(
 /// The readiness probe's PostgreSQL check.
 pub async fn ping(db: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
     sqlx::query("select 1").execute(db).await.map(|_| ())
+}
+
+/// Jobs finished per bucket of `bucket_secs` since `since`, oldest first,
+/// empty buckets included (the Now page's throughput sparkline). Reads only
+/// the recently finished rows, through `ml_training_jobs_finished`.
+pub async fn throughput(
+    db: impl PgExecutor<'_>,
+    since: DateTime<Utc>,
+    bucket_secs: i64,
+) -> Result<Vec<(DateTime<Utc>, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "select b.at, count(j.finished_at)
+         from generate_series(date_bin($2 * interval '1 second', $1, 'epoch'),
+                              now(), $2 * interval '1 second') as b(at)
+         left join ml_training_jobs j
+                on j.finished_at >= b.at and j.finished_at < b.at + $2 * interval '1 second'
+               and j.finished_at >= $1
+         group by b.at order by b.at",
+    )
+    .bind(since)
+    .bind(bucket_secs as f64)
+    .fetch_all(db)
+    .await
+}
+
+/// The failed jobs of a cycle grouped by reason (its first line, at most 120
+/// characters), most frequent first.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+pub struct ReasonGroup {
+    pub reason: String,
+    pub jobs: i64,
+    pub example_job_id: JobId,
+}
+
+pub async fn failure_reasons(
+    db: impl PgExecutor<'_>,
+    cycle: CycleId,
+    limit: i64,
+) -> Result<Vec<ReasonGroup>, sqlx::Error> {
+    sqlx::query_as(
+        "select r.reason, count(*) as jobs, (array_agg(r.id order by r.id))[1] as example_job_id
+         from (select id, left(split_part(coalesce(reason, '(no reason recorded)'), E'\\n', 1), 120)
+                      as reason
+               from ml_training_jobs where cycle_id = $1 and status = 'failed') r
+         group by r.reason order by count(*) desc, r.reason limit $2",
+    )
+    .bind(cycle)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }

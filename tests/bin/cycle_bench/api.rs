@@ -219,11 +219,20 @@ pub const ROUTES: &[Route] = &[
     route("/api/v1/audit page 2", "/api/v1/audit?cursor={audit_next}"),
     // The dashboard's pages.
     route("/ (page)", "/"),
+    route("/now/live (page fragment)", "/now/live"),
     route("/cycles (page)", "/cycles"),
     route("/cycles/{running} (page)", "/cycles/{cycle}"),
+    route("/cycles/{previous} (page)", "/cycles/{old_cycle}"),
     route("/jobs?q=status:failed (page)", "/jobs?q=status:failed"),
+    route("/jobs?q=reason:diverged (page)", "/jobs?q=reason:diverged"),
     route("/jobs/{failed} (page)", "/jobs/{failed_job}"),
+    route("/jobs/{succeeded} (page)", "/jobs/{job}"),
+    route("/orgs (page)", "/orgs"),
     route("/orgs/{busy} (page)", "/orgs/{org}"),
+    route(
+        "/orgs/{busy}/models/energy_forecast (page)",
+        "/orgs/{org}/models/energy_forecast",
+    ),
     route("/workers (page)", "/workers"),
     route("/audit (page)", "/audit"),
 ];

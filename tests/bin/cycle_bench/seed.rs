@@ -298,14 +298,17 @@ fn steps(scale: Scale) -> Vec<(&'static str, String)> {
                         count(*) filter (where status = 'succeeded') as ok,
                         count(*) filter (where status = 'failed') as failed,
                         count(*) filter (where status = 'skipped') as skipped,
-                        count(*) filter (where promoted) as promoted
+                        count(*) filter (where promoted) as promoted,
+                        percentile_cont(0.5) within group (order by accuracy)
+                            filter (where status = 'succeeded') as median_accuracy
                  from ml_training_jobs group by cycle_id)
              update ml_training_cycles c
              set live_jobs = k.live, successful_models = k.ok, failed_models = k.failed,
                  skipped_models = k.skipped, promoted_models = k.promoted,
                  status = case when k.live > 0 then 'running'
                                when k.failed > 0 then 'completed_with_failures' else 'completed' end,
-                 total_time_minutes = extract(epoch from (coalesce(c.finished_at, now()) - c.started_at)) / 60.0
+                 total_time_minutes = extract(epoch from (coalesce(c.finished_at, now()) - c.started_at)) / 60.0,
+                 median_accuracy = case when k.live = 0 then k.median_accuracy end
              from k where k.cycle_id = c.id;
              insert into ml_cycle_shards
                  (cycle_id, shard, live_jobs, successful_models, failed_models, skipped_models, promoted_models)
