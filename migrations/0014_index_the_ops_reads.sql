@@ -28,7 +28,11 @@ create extension if not exists pg_trgm;
 create index ml_training_jobs_reason_trgm
     on ml_training_jobs using gin (reason gin_trgm_ops);
 
--- "Models that got worse this cycle" compares each succeeded job's accuracy
--- with its incumbent's: one index-only probe per job.
+-- A job's incumbent accuracy (the cycle matrix): one index-only probe. And
+-- "models that got worse this cycle", which compares each succeeded job's
+-- accuracy with its incumbent's: the incumbents scored since the cycle
+-- started, an index-only range instead of every evaluation.
 create index ml_evaluations_incumbent
     on ml_evaluations (job_id) include (accuracy) where role = 'incumbent';
+create index ml_evaluations_incumbent_recent
+    on ml_evaluations (created_at) include (job_id, accuracy) where role = 'incumbent';

@@ -1,6 +1,7 @@
 //! The figures of the overview and of `/cycles/{id}` that aggregate every
 //! job of a cycle (counts by model type × status with medians, the median
-//! job duration, the models that got worse) or every live job (the queue).
+//! job duration, the models that got worse), every live job (the queue) or
+//! every job finished lately (the throughput).
 //! A monthly cycle has tens of thousands of jobs, so these are computed at
 //! most once per [`MAX_AGE`] and shared by the requests in between: a
 //! dashboard polled by many browsers costs one aggregation per interval.
@@ -14,6 +15,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use trainyard_shared::store::ops::{self, CycleRow, QueueFigures, StatusGroup};
 use trainyard_shared::{CycleId, CycleStatus};
@@ -129,4 +131,36 @@ pub async fn queue(pool: &PgPool, stale_after_secs: f64) -> Result<QueueFigures,
     kept.retain(|k| k.2.elapsed() < MAX_AGE && !(k.0 == db && k.1 == stale_after_secs));
     kept.push((db, stale_after_secs, Instant::now(), q.clone()));
     Ok(q)
+}
+
+/// Jobs finished per bucket since `since` (a bucket start, count).
+pub type Throughput = Vec<(DateTime<Utc>, i64)>;
+
+/// The throughput of a database, when, with which bucket width.
+type KeptThroughput = (String, i64, Instant, Arc<Throughput>);
+
+static THROUGHPUT: Mutex<Vec<KeptThroughput>> = Mutex::new(Vec::new());
+
+/// [`ops::throughput`], at most [`MAX_AGE`] old (`since` moves with the
+/// clock; the buckets of a few seconds ago are as good).
+pub async fn throughput(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+    bucket_secs: i64,
+) -> Result<Arc<Throughput>, sqlx::Error> {
+    let db = database(pool);
+    {
+        let kept = THROUGHPUT.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = kept
+            .iter()
+            .find(|k| k.0 == db && k.1 == bucket_secs && k.2.elapsed() < MAX_AGE);
+        if let Some(k) = fresh {
+            return Ok(k.3.clone());
+        }
+    }
+    let t = Arc::new(ops::throughput(pool, since, bucket_secs).await?);
+    let mut kept = THROUGHPUT.lock().unwrap_or_else(|p| p.into_inner());
+    kept.retain(|k| k.2.elapsed() < MAX_AGE && !(k.0 == db && k.1 == bucket_secs));
+    kept.push((db, bucket_secs, Instant::now(), t.clone()));
+    Ok(t)
 }

@@ -146,7 +146,7 @@ pub async fn overview(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuer
             "count": queue.stale_running}));
     }
     let since = now - chrono::Duration::seconds(THROUGHPUT_BUCKETS * THROUGHPUT_BUCKET_SECS);
-    let buckets = ops::throughput(&state.pool, since, THROUGHPUT_BUCKET_SECS).await?;
+    let buckets = super::figures::throughput(&state.pool, since, THROUGHPUT_BUCKET_SECS).await?;
     let throughput = json!({
         "bucket_seconds": THROUGHPUT_BUCKET_SECS,
         "buckets": buckets.iter().map(|(at, n)| json!({"at": at, "finished": n})).collect::<Vec<_>>(),

@@ -255,7 +255,17 @@ pub async fn list_jobs(
         q.push(" and j.status = ").push_bind(status);
     }
     if let Some(cycle) = filter.cycle {
-        q.push(" and j.cycle_id = ").push_bind(cycle);
+        // A cycle's jobs are created with it and never after it finished:
+        // the bound lets the planner walk (cycle_id, created_at, id) instead
+        // of every newer job of the (created_at, id) index.
+        q.push(" and j.cycle_id = ")
+            .push_bind(cycle)
+            .push(
+                " and j.created_at <= (select coalesce(finished_at, 'infinity')
+                                        from ml_training_cycles where id = ",
+            )
+            .push_bind(cycle)
+            .push(")");
     }
     if let Some(reason) = &filter.reason {
         let escaped = reason
@@ -547,11 +557,14 @@ pub async fn median_job_seconds(
 /// the accuracy of the model that was active before (the incumbent re-scored
 /// on the same holdout): models that got worse. A succeeded job's accuracy
 /// is its champion's (written from the same metrics as the champion's
-/// evaluation row), so each job needs one index-only probe for its incumbent.
+/// evaluation row). An incumbent is scored when its job ends, so after the
+/// cycle started: the incumbents are read from that time on (an index
+/// range), not from every evaluation ever written.
 pub async fn worse_models(db: impl PgExecutor<'_>, cycle: CycleId) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "select count(*) from ml_training_jobs j
          join ml_evaluations i on i.job_id = j.id and i.role = 'incumbent'
+              and i.created_at >= (select started_at from ml_training_cycles where id = $1)
          where j.cycle_id = $1 and j.status = 'succeeded' and j.accuracy < i.accuracy",
     )
     .bind(cycle)
