@@ -5,6 +5,9 @@
 //!   cycle-bench lifecycle JOBS [WORKERS] [CONCURRENCY]
 //!                                       JOBS no-op jobs through the whole lifecycle (default 2 workers × 4)
 //!   cycle-bench dispatch [N]            push-to-start latency of N jobs pushed one at a time to an idle worker
+//!   cycle-bench api [--jobs N] [--orgs N] [--cycles N] [--requests N] [--warmup N] [--keep-db NAME]
+//!                                       p50/p95 of every GET route of the ops server on a seeded
+//!                                       database (default 1,000,000 jobs, 30,000 orgs, 24 cycles)
 //!
 //! The no-op trainer of `lifecycle` and `dispatch` is an organization with
 //! no rows: the real worker binary runs the real lifecycle (claim, lease,
@@ -21,6 +24,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use trainyard_tests::{binary, enqueue, noop_cycle, TestEnv};
+
+#[path = "cycle_bench/api.rs"]
+mod api;
+#[path = "cycle_bench/seed.rs"]
+mod seed;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -49,8 +57,9 @@ async fn main() -> anyhow::Result<()> {
             let n = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(100);
             bench_dispatch(n).await
         }
+        Some("api") => api::run(api::Options::parse(&args[1..])?).await,
         _ => bail!(
-            "usage: cycle-bench enqueue [ORGS] | cycle [ORGS] [WORKERS] | lifecycle JOBS [WORKERS] [CONCURRENCY] | dispatch [N]"
+            "usage: cycle-bench enqueue [ORGS] | cycle [ORGS] [WORKERS] | lifecycle JOBS [WORKERS] [CONCURRENCY] | dispatch [N] | api [--jobs N] [--orgs N] [--cycles N] [--requests N] [--warmup N] [--keep-db NAME]"
         ),
     }
 }

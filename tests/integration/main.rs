@@ -4,6 +4,7 @@
 #![allow(clippy::type_complexity)]
 
 mod anomaly_flags;
+mod api_bench;
 mod chaos;
 mod cycle;
 mod dashboard;

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod drift;
+pub mod figures;
 pub mod metrics;
 pub mod models;
 pub mod openapi;

@@ -70,15 +70,16 @@ pub async fn overview(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuer
     };
     let now = Utc::now();
     let stale = state.stale_after_secs();
-    let queue = ops::queue_figures(&state.pool, stale).await?;
+    let queue = super::figures::queue(&state.pool, stale).await?;
     let current = ops::current_cycle(&state.pool).await?;
     let mut attention = Vec::new();
     let mut cycle_json = Value::Null;
     let mut eta = Value::Null;
     if let Some(c) = &current {
-        let groups = ops::cycle_groups(&state.pool, c.id).await?;
-        let (median, finished) = ops::median_job_seconds(&state.pool, c.id).await?;
-        let worse = ops::worse_models(&state.pool, c.id).await?;
+        let figures = super::figures::cycle(&state.pool, c).await?;
+        let groups = &figures.groups;
+        let (median, finished) = (figures.median_job_seconds, figures.finished_jobs_measured);
+        let worse = figures.worse_models;
         let remaining = i64::from(c.live_jobs);
         if c.status == CycleStatus::Running {
             if c.deadline_at < now {
@@ -151,7 +152,7 @@ pub async fn overview(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuer
         attention.push(item);
     }
     let since = now - chrono::Duration::seconds(THROUGHPUT_BUCKETS * THROUGHPUT_BUCKET_SECS);
-    let buckets = ops::throughput(&state.pool, since, THROUGHPUT_BUCKET_SECS).await?;
+    let buckets = super::figures::throughput(&state.pool, since, THROUGHPUT_BUCKET_SECS).await?;
     let throughput = json!({
         "bucket_seconds": THROUGHPUT_BUCKET_SECS,
         "buckets": buckets.iter().map(|(at, n)| json!({"at": at, "finished": n})).collect::<Vec<_>>(),
@@ -215,10 +216,10 @@ pub async fn cycle(State(state): State<Arc<ApiState>>, Path(id): Path<String>) -
     let c = ops::cycle(&state.pool, id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("cycle {id} does not exist")))?;
-    let groups = ops::cycle_groups(&state.pool, id).await?;
+    let figures = super::figures::cycle(&state.pool, &c).await?;
     let reasons = ops::failure_reasons(&state.pool, id, 20).await?;
     Ok(Json(
-        json!({"cycle": c, "by_model_type_and_status": groups, "failure_reasons": reasons}),
+        json!({"cycle": c, "by_model_type_and_status": figures.groups, "failure_reasons": reasons}),
     ))
 }
 

@@ -121,7 +121,9 @@ pub struct StatusGroup {
     pub median_accuracy: Option<f64>,
 }
 
-/// A cycle's jobs counted by model type × status, with medians.
+/// A cycle's jobs counted by model type × status, with medians. Grouped in
+/// the order of the (cycle, status, model type) index, which carries the
+/// aggregated columns: an index-only scan, no sort of the cycle's rows.
 pub async fn cycle_groups(
     db: impl PgExecutor<'_>,
     id: CycleId,
@@ -132,7 +134,7 @@ pub async fn cycle_groups(
                     order by extract(epoch from (finished_at - started_at))::float8) as median_seconds,
                 percentile_cont(0.5) within group (order by accuracy) as median_accuracy
          from ml_training_jobs where cycle_id = $1
-         group by model_type, status order by model_type, status",
+         group by status, model_type order by model_type, status",
     )
     .bind(id)
     .fetch_all(db)
@@ -253,7 +255,17 @@ pub async fn list_jobs(
         q.push(" and j.status = ").push_bind(status);
     }
     if let Some(cycle) = filter.cycle {
-        q.push(" and j.cycle_id = ").push_bind(cycle);
+        // A cycle's jobs are created with it and never after it finished:
+        // the bound lets the planner walk (cycle_id, created_at, id) instead
+        // of every newer job of the (created_at, id) index.
+        q.push(" and j.cycle_id = ")
+            .push_bind(cycle)
+            .push(
+                " and j.created_at <= (select coalesce(finished_at, 'infinity')
+                                        from ml_training_cycles where id = ",
+            )
+            .push_bind(cycle)
+            .push(")");
     }
     if let Some(reason) = &filter.reason {
         let escaped = reason
@@ -552,13 +564,17 @@ pub async fn median_job_seconds(
 
 /// Jobs of a cycle that ended with a model whose holdout accuracy is below
 /// the accuracy of the model that was active before (the incumbent re-scored
-/// on the same holdout): models that got worse.
+/// on the same holdout): models that got worse. A succeeded job's accuracy
+/// is its champion's (written from the same metrics as the champion's
+/// evaluation row). An incumbent is scored when its job ends, so after the
+/// cycle started: the incumbents are read from that time on (an index
+/// range), not from every evaluation ever written.
 pub async fn worse_models(db: impl PgExecutor<'_>, cycle: CycleId) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "select count(*) from ml_training_jobs j
-         join ml_evaluations c on c.job_id = j.id and c.role = 'candidate' and c.is_champion
          join ml_evaluations i on i.job_id = j.id and i.role = 'incumbent'
-         where j.cycle_id = $1 and j.status = 'succeeded' and c.accuracy < i.accuracy",
+              and i.created_at >= (select started_at from ml_training_cycles where id = $1)
+         where j.cycle_id = $1 and j.status = 'succeeded' and j.accuracy < i.accuracy",
     )
     .bind(cycle)
     .fetch_one(db)
