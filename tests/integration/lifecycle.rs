@@ -198,6 +198,14 @@ async fn an_unknown_status_in_the_database_is_a_clear_error() -> anyhow::Result<
         err.to_string().contains("unknown model type `churn`"),
         "{err}"
     );
+    let err = sqlx::query_scalar::<_, trainyard_shared::Algorithm>("select 'prophet'::text")
+        .fetch_one(&env.pool)
+        .await
+        .expect_err("an unknown algorithm must not decode");
+    assert!(
+        err.to_string().contains("unknown algorithm `prophet`"),
+        "{err}"
+    );
     // A job row whose model type is unknown: reading the cycle's jobs is an
     // error naming the value, not a panic.
     let cycle = noop_cycle(&env, 3).await?;
@@ -258,5 +266,101 @@ async fn a_worker_exports_its_jobs_by_outcome_on_metrics() -> anyhow::Result<()>
             assert!(["model_type", "outcome", "le"].contains(&key), "{line}");
         }
     }
+    Ok(())
+}
+
+/// A group of job ends committed together: every end keeps its own guard (an
+/// attempt that lost its job writes nothing and is not counted), the
+/// counters change by exactly the ends that happened, a replay of the whole
+/// group changes nothing, and the last group of a cycle finalizes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_job_ends_counts_each_owned_attempt_once() -> anyhow::Result<()> {
+    use trainyard_shared::jobs::{self, Claim, EndWithoutModel};
+    use trainyard_shared::JobStatus;
+
+    let env = TestEnv::new().await?;
+    let cycle = noop_cycle(&env, 40).await?;
+    let ids: Vec<Uuid> =
+        sqlx::query_scalar("select id from ml_training_jobs where cycle_id = $1 order by id")
+            .bind(cycle)
+            .fetch_all(&env.pool)
+            .await?;
+    let lease = Duration::from_secs(60);
+    let mut ends = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let Claim::Claimed(job) =
+            jobs::claim(&env.pool, trainyard_shared::JobId(*id), "w", lease).await?
+        else {
+            anyhow::bail!("job {id} was not claimed");
+        };
+        let status = if i % 4 == 0 {
+            JobStatus::Failed
+        } else {
+            JobStatus::Skipped
+        };
+        ends.push(EndWithoutModel {
+            job,
+            status,
+            reason: format!("end {i}"),
+        });
+    }
+    // The first job's attempt is taken over (its lease released, claimed
+    // again): the group's end for the old attempt must not count.
+    sqlx::query("update ml_training_jobs set status = 'queued', heartbeat_at = null where id = $1")
+        .bind(ids[0])
+        .execute(&env.pool)
+        .await?;
+    let Claim::Claimed(retry) =
+        jobs::claim(&env.pool, trainyard_shared::JobId(ids[0]), "w2", lease).await?
+    else {
+        anyhow::bail!("the released job was not claimed again");
+    };
+
+    let first = jobs::finish_many_without_model(&env.pool, &ends[..30]).await?;
+    assert!(!first[0], "the superseded attempt ended nothing");
+    assert!(first[1..].iter().all(|owned| *owned));
+    let (status, total, _, ok, _) = counters(&env, cycle).await?;
+    assert_eq!((status.as_str(), total, ok), ("running", 40, 0));
+    let shard_live: i64 =
+        sqlx::query_scalar("select sum(live_jobs)::int8 from ml_cycle_shards where cycle_id = $1")
+            .bind(cycle)
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(shard_live, 11, "29 of 40 ended");
+
+    // A replay (a retry after a lost answer) changes nothing.
+    let again = jobs::finish_many_without_model(&env.pool, &ends[..30]).await?;
+    assert!(again.iter().all(|owned| !owned));
+
+    // The rest, with the retried attempt's own end, finalizes the cycle.
+    let mut rest = ends[30..].to_vec();
+    rest.push(EndWithoutModel {
+        job: retry,
+        status: JobStatus::Skipped,
+        reason: "retried".into(),
+    });
+    assert!(jobs::finish_many_without_model(&env.pool, &rest)
+        .await?
+        .iter()
+        .all(|owned| *owned));
+    let (failed, skipped): (i32, i32) = sqlx::query_as(
+        "select failed_models, skipped_models from ml_training_cycles where id = $1",
+    )
+    .bind(cycle)
+    .fetch_one(&env.pool)
+    .await?;
+    // Failed: every fourth job (0, 4, …, 36) except job 0, whose retry skipped.
+    assert_eq!((failed, skipped), (9, 31));
+    let (status, total, live, _, _) = counters(&env, cycle).await?;
+    assert_eq!(
+        (status.as_str(), total, live),
+        ("completed_with_failures", 40, 0)
+    );
+    let repaired: Option<serde_json::Value> =
+        sqlx::query_scalar("select counters_repaired from ml_training_cycles where id = $1")
+            .bind(cycle)
+            .fetch_one(&env.pool)
+            .await?;
+    assert_eq!(repaired, None, "the counters agreed with the rows");
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use apalis_redis::{Config as RedisQueueConfig, ConnectionManager};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 
 use crate::cycles::{finalize_if_done, roll_up, Ended};
 use crate::domain::{CycleId, JobId, JobStatus, ModelType, OrgId};
@@ -234,6 +234,179 @@ pub async fn finish_without_model(
         tx.commit().await?;
     }
     Ok(ended)
+}
+
+/// The first write of a successful job's result transaction: the job is
+/// `succeeded` with its new model if this attempt still owns it (`false`:
+/// taken over or ended, write nothing else). The row stays locked until the
+/// caller's transaction ends.
+pub async fn mark_succeeded(
+    db: impl PgExecutor<'_>,
+    job: &ClaimedJob,
+    model_id: uuid::Uuid,
+    algorithm: &str,
+    accuracy: f64,
+    train_seconds: f64,
+) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "update ml_training_jobs
+         set status = 'succeeded', finished_at = now(), heartbeat_at = null, model_id = $3,
+             champion_algorithm = $4, accuracy = $5, train_seconds = $6
+         where id = $1 and status = 'running' and attempts = $2",
+    )
+    .bind(job.job_id)
+    .bind(job.attempt)
+    .bind(model_id)
+    .bind(algorithm)
+    .bind(accuracy)
+    .bind(train_seconds)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Turns a job just marked succeeded (same transaction) into `failed` with
+/// `reason`, clearing what the success set: its organization is gone.
+pub async fn unmark_succeeded(
+    db: impl PgExecutor<'_>,
+    job_id: JobId,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update ml_training_jobs
+         set status = 'failed', reason = $2, model_id = null, champion_algorithm = null,
+             accuracy = null, promoted = false
+         where id = $1",
+    )
+    .bind(job_id)
+    .bind(reason)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// Records the promotion decision on the job row.
+pub async fn set_promotion(
+    db: impl PgExecutor<'_>,
+    job_id: JobId,
+    promoted: bool,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update ml_training_jobs set promoted = $2, reason = $3 where id = $1")
+        .bind(job_id)
+        .bind(promoted)
+        .bind(reason)
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+/// One attempt to end without a model, for [`finish_many_without_model`].
+#[derive(Debug, Clone)]
+pub struct EndWithoutModel {
+    pub job: ClaimedJob,
+    /// `Failed` or `Skipped`.
+    pub status: JobStatus,
+    pub reason: String,
+}
+
+/// Ends several attempts as `failed` or `skipped` and counts them in their
+/// cycles' shards, in one statement and so one commit (one WAL flush for the
+/// whole group instead of one per job). Each job's transition is guarded
+/// exactly as in [`finish_without_model`]; only the jobs whose attempt still
+/// owned them are counted, each shard changed once by the sum of its jobs.
+/// The shard rows are locked in (cycle, shard) order before they are
+/// changed, so groups ending concurrently on other workers cannot deadlock.
+/// When a shard's live count reaches zero the cycle's finalization check
+/// follows, as for a single job. Returns, per entry and in order, whether
+/// its attempt still owned the job.
+pub async fn finish_many_without_model(
+    pool: &PgPool,
+    ends: &[EndWithoutModel],
+) -> Result<Vec<bool>, sqlx::Error> {
+    debug_assert!(ends
+        .iter()
+        .all(|e| matches!(e.status, JobStatus::Failed | JobStatus::Skipped)));
+    #[derive(sqlx::FromRow)]
+    struct Ended {
+        id: JobId,
+        cycle_id: CycleId,
+        shard_live: Option<i32>,
+    }
+    let ids: Vec<uuid::Uuid> = ends.iter().map(|e| e.job.job_id.0).collect();
+    let attempts: Vec<i32> = ends.iter().map(|e| e.job.attempt).collect();
+    let statuses: Vec<&str> = ends.iter().map(|e| e.status.as_str()).collect();
+    let reasons: Vec<&str> = ends.iter().map(|e| e.reason.as_str()).collect();
+    let ended = sqlx::query_as::<_, Ended>(
+        "with asked as (
+             select * from unnest($1::uuid[], $2::int4[], $3::text[], $4::text[])
+                 as u(id, attempt, status, reason)),
+         ended as (
+             update ml_training_jobs j
+             set status = a.status, reason = a.reason, finished_at = now(), heartbeat_at = null
+             from asked a
+             where j.id = a.id and j.status = 'running' and j.attempts = a.attempt
+             returning j.id, j.cycle_id, a.status, abs(hashtext(j.id::text)) % 16 as shard),
+         deltas as (
+             select cycle_id, shard, count(*)::int4 as ended,
+                    count(*) filter (where status = 'failed')::int4 as failed,
+                    count(*) filter (where status = 'skipped')::int4 as skipped
+             from ended group by cycle_id, shard),
+         locked as materialized (
+             select s.cycle_id, s.shard from ml_cycle_shards s
+             join deltas d on d.cycle_id = s.cycle_id and d.shard = s.shard
+             order by s.cycle_id, s.shard
+             for update of s),
+         counted as (
+             update ml_cycle_shards s
+             set failed_models = failed_models + d.failed,
+                 skipped_models = skipped_models + d.skipped,
+                 live_jobs = live_jobs - d.ended
+             from deltas d, locked l
+             where s.cycle_id = d.cycle_id and s.shard = d.shard
+               and l.cycle_id = s.cycle_id and l.shard = s.shard
+             returning s.cycle_id, s.shard, s.live_jobs)
+         select e.id, e.cycle_id, c.live_jobs as shard_live
+         from ended e
+         left join counted c on c.cycle_id = e.cycle_id and c.shard = e.shard",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&statuses)
+    .bind(&reasons)
+    .fetch_all(pool)
+    .await?;
+    // Per cycle, the lowest live count any of its counted shards was left
+    // with (`None`: a shard row was missing, and the recount repairs it).
+    let mut due: Vec<(CycleId, Option<i32>)> = Vec::new();
+    for e in &ended {
+        if e.shard_live.is_some_and(|n| n > 0) {
+            continue;
+        }
+        match due.iter_mut().find(|(c, _)| *c == e.cycle_id) {
+            Some((_, live)) => *live = live.zip(e.shard_live).map(|(a, b)| a.min(b)),
+            None => due.push((e.cycle_id, e.shard_live)),
+        }
+    }
+    // The ends are committed: a failed check must not make their callers
+    // retry them (they would find their jobs ended and call them lost). A
+    // running cycle with nothing live is finalized by the sweeper's audit.
+    for (cycle_id, shard_live) in due {
+        let checked = async {
+            let mut tx = pool.begin().await?;
+            finalize_if_done(&mut tx, cycle_id, shard_live).await?;
+            tx.commit().await
+        };
+        if let Err(e) = checked.await {
+            tracing::warn!(cycle.id = %cycle_id, error = %e,
+                "checking whether the cycle is done failed; the sweeper finalizes it");
+        }
+    }
+    Ok(ends
+        .iter()
+        .map(|a| ended.iter().any(|e| e.id == a.job.job_id))
+        .collect())
 }
 
 /// Gives a running attempt back (graceful shutdown): the job returns to

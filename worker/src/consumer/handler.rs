@@ -366,7 +366,13 @@ async fn finish(
         state,
         "recording the job's end",
         Retry::UntilStopped,
-        || jobs::finish_without_model(&state.pool, job, status, reason),
+        || {
+            state.ends.finish(jobs::EndWithoutModel {
+                job: job.clone(),
+                status,
+                reason: reason.to_string(),
+            })
+        },
     )
     .await;
     match owned {
