@@ -366,13 +366,7 @@ async fn finish(
         state,
         "recording the job's end",
         Retry::UntilStopped,
-        || {
-            state.ends.finish(jobs::EndWithoutModel {
-                job: job.clone(),
-                status,
-                reason: reason.to_string(),
-            })
-        },
+        || jobs::finish_without_model(&state.pool, job, status, reason),
     )
     .await;
     match owned {

@@ -3,7 +3,6 @@
 //! one transaction, and answers `/health`.
 
 pub mod data;
-pub mod ends;
 pub mod faults;
 pub mod handler;
 pub mod health;

@@ -73,13 +73,6 @@ pub struct WorkerSettings {
           value_parser = bounded::<u64>("TRAINYARD_DB_RETRY_SECS", 0, 86_400))]
     pub db_retry_secs: u64,
 
-    /// Milliseconds a job that ended without a model waits for the process's
-    /// other jobs to end too, so they commit together: one WAL flush for the
-    /// group (0–100; 0 groups only the ends already waiting).
-    #[arg(long, env = "TRAINYARD_END_GROUP_MS", default_value_t = 2,
-          value_parser = bounded::<u64>("TRAINYARD_END_GROUP_MS", 0, 100))]
-    pub end_group_ms: u64,
-
     #[command(flatten)]
     pub training: TrainingOverrides,
 }
@@ -117,9 +110,6 @@ impl WorkerSettings {
     /// The end of the grace period kept for handing an unfinished job back.
     pub fn hand_back_budget(&self) -> Duration {
         (self.grace() / 4).clamp(Duration::from_millis(500), Duration::from_secs(5))
-    }
-    pub fn end_group_window(&self) -> Duration {
-        Duration::from_millis(self.end_group_ms)
     }
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_secs.max(1))
@@ -180,7 +170,6 @@ mod tests {
             ("--lstm-epochs", "0", "TRAINYARD_LSTM_EPOCHS"),
             ("--db-max-connections", "0", "TRAINYARD_DB_MAX_CONNECTIONS"),
             ("--redis-timeout-secs", "0", "TRAINYARD_REDIS_TIMEOUT_SECS"),
-            ("--end-group-ms", "101", "TRAINYARD_END_GROUP_MS"),
         ] {
             let arg = format!("{flag}={value}");
             let e = parse(&[&arg]).unwrap_err();

@@ -30,10 +30,7 @@ pub struct WorkerState {
     pub shutdown: watch::Receiver<bool>,
     /// When it was asked to stop (the grace period counts from here).
     pub stopping_at: OnceLock<tokio::time::Instant>,
-    /// Jobs between claim and end (the end committer reads it too).
-    pub in_flight: Arc<AtomicUsize>,
-    /// Where jobs that end without a model are recorded, in group commits.
-    pub ends: super::ends::JobEnds,
+    pub in_flight: AtomicUsize,
     /// Jobs this process finished (paces the window's refills).
     pub finished: AtomicU64,
     pub faults: super::faults::Faults,
@@ -126,9 +123,6 @@ pub async fn run(
         .heartbeat_interval(settings.heartbeat())
         .missed_heartbeats(settings.missed_heartbeats);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let ends =
-        super::ends::JobEnds::start(pool.clone(), in_flight.clone(), settings.end_group_window());
     let state = Arc::new(WorkerState {
         pool: pool.clone(),
         redis: redis.clone(),
@@ -138,8 +132,7 @@ pub async fn run(
         settings: settings.clone(),
         shutdown: stop_rx.clone(),
         stopping_at: OnceLock::new(),
-        in_flight,
-        ends,
+        in_flight: AtomicUsize::new(0),
         finished: AtomicU64::new(0),
         faults: super::faults::Faults::from_env(),
         consumer: ConsumerHealth::default(),
