@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 use chrono::NaiveDate;
 use sqlx::PgPool;
+use trainyard_shared::store::metrics_data::{self, NewRows};
+use trainyard_shared::OrgId;
 use uuid::Uuid;
 
 /// The bundled dataset, compiled in so the binary works from any directory.
@@ -17,16 +19,6 @@ pub fn demo_org_id(name: &str) -> Uuid {
         &Uuid::NAMESPACE_OID,
         format!("trainyard-demo:{name}").as_bytes(),
     )
-}
-
-#[derive(Debug, Default)]
-struct OrgRows {
-    date: Vec<NaiveDate>,
-    category: Vec<String>,
-    value: Vec<Option<f64>>,
-    unit: Vec<Option<String>>,
-    co2e: Vec<Option<f64>>,
-    grid: Vec<Option<f64>>,
 }
 
 fn opt_f64(s: &str) -> anyhow::Result<Option<f64>> {
@@ -61,7 +53,7 @@ pub async fn seed(pool: &PgPool, csv_text: &str) -> anyhow::Result<(usize, usize
         col("co2e_kg")?,
         col("grid_factor")?,
     );
-    let mut orgs: BTreeMap<String, OrgRows> = BTreeMap::new();
+    let mut orgs: BTreeMap<String, NewRows> = BTreeMap::new();
     for (i, rec) in reader.records().enumerate() {
         let rec = rec.with_context(|| format!("reading CSV row {}", i + 2))?;
         let line = i + 2;
@@ -75,42 +67,17 @@ pub async fn seed(pool: &PgPool, csv_text: &str) -> anyhow::Result<(usize, usize
             .push(opt_f64(&rec[c_val]).with_context(|| format!("row {line}: value"))?);
         o.unit
             .push(Some(rec[c_unit].to_string()).filter(|u| !u.is_empty()));
-        o.co2e
+        o.co2e_kg
             .push(opt_f64(&rec[c_co2]).with_context(|| format!("row {line}: co2e_kg"))?);
-        o.grid
+        o.grid_factor
             .push(opt_f64(&rec[c_grid]).with_context(|| format!("row {line}: grid_factor"))?);
     }
     let mut tx = pool.begin().await?;
     let mut total = 0;
     for (name, rows) in &orgs {
-        let id = demo_org_id(name);
-        sqlx::query(
-            "insert into organizations (id, name) values ($1, $2)
-             on conflict (id) do update set name = excluded.name",
-        )
-        .bind(id)
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("delete from metrics_data where organization_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "insert into metrics_data (organization_id, date, category, value, unit, co2e_kg, grid_factor)
-             select $1, u.d, u.c, u.v, u.unit, u.co2, u.g
-             from unnest($2::date[], $3::text[], $4::float8[], $5::text[], $6::float8[], $7::float8[])
-                  as u(d, c, v, unit, co2, g)",
-        )
-        .bind(id)
-        .bind(&rows.date)
-        .bind(&rows.category)
-        .bind(&rows.value)
-        .bind(&rows.unit)
-        .bind(&rows.co2e)
-        .bind(&rows.grid)
-        .execute(&mut *tx)
-        .await?;
+        let id = OrgId(demo_org_id(name));
+        metrics_data::upsert_organization(&mut *tx, id, name).await?;
+        metrics_data::replace_rows(&mut tx, id, rows).await?;
         total += rows.date.len();
     }
     tx.commit().await?;

@@ -261,6 +261,26 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// A training algorithm, as stored in `ml_models.algorithm`,
+    /// `ml_evaluations.algorithm`, `ml_training_logs.algorithm`,
+    /// `ml_training_epochs.algorithm` and `ml_training_jobs.champion_algorithm`.
+    /// Forecasts compete with the first six, anomaly detection with the last
+    /// two.
+    Algorithm, "algorithm" {
+        Lstm = "lstm",
+        SeasonalRegression = "seasonal_regression",
+        Mstl = "mstl",
+        StlEts = "stl_ets",
+        /// The trivial forecast every forecaster must beat to be promoted.
+        SeasonalNaive = "seasonal_naive",
+        /// The forecast that combines the best single candidates.
+        Combination = "combination",
+        Autoencoder = "autoencoder",
+        Pca = "pca",
+    }
+);
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -342,6 +362,20 @@ mod tests {
         for k in CycleKind::ALL {
             assert_eq!(k.as_str().parse::<CycleKind>().unwrap(), *k);
         }
+    }
+
+    #[test]
+    fn algorithms_round_trip_and_an_unknown_one_is_a_clear_error() {
+        for a in Algorithm::ALL {
+            assert_eq!(a.as_str().parse::<Algorithm>().unwrap(), *a);
+            assert_eq!(a.to_string(), a.as_str());
+        }
+        let e = "prophet".parse::<Algorithm>().unwrap_err();
+        assert_eq!(e.kind, "algorithm");
+        let shown = e.to_string();
+        assert!(shown.contains("unknown algorithm `prophet`"), "{shown}");
+        assert!(shown.contains("seasonal_naive"), "{shown}");
+        assert!("LSTM".parse::<Algorithm>().is_err(), "names are exact");
     }
 
     #[test]

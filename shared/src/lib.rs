@@ -11,6 +11,7 @@ pub mod telemetry;
 pub mod text;
 
 pub use domain::{
-    CycleId, CycleKind, CycleStatus, DataColumn, JobId, JobStatus, ModelStatus, ModelType, OrgId,
+    Algorithm, CycleId, CycleKind, CycleStatus, DataColumn, JobId, JobStatus, ModelStatus,
+    ModelType, OrgId,
 };
 pub use store::{cycles, jobs};

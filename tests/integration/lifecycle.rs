@@ -198,6 +198,14 @@ async fn an_unknown_status_in_the_database_is_a_clear_error() -> anyhow::Result<
         err.to_string().contains("unknown model type `churn`"),
         "{err}"
     );
+    let err = sqlx::query_scalar::<_, trainyard_shared::Algorithm>("select 'prophet'::text")
+        .fetch_one(&env.pool)
+        .await
+        .expect_err("an unknown algorithm must not decode");
+    assert!(
+        err.to_string().contains("unknown algorithm `prophet`"),
+        "{err}"
+    );
     // A job row whose model type is unknown: reading the cycle's jobs is an
     // error naming the value, not a panic.
     let cycle = noop_cycle(&env, 3).await?;

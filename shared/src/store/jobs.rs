@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use apalis_redis::{Config as RedisQueueConfig, ConnectionManager};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 
 use crate::cycles::{finalize_if_done, roll_up, Ended};
 use crate::domain::{CycleId, JobId, JobStatus, ModelType, OrgId};
@@ -234,6 +234,72 @@ pub async fn finish_without_model(
         tx.commit().await?;
     }
     Ok(ended)
+}
+
+/// The first write of a successful job's result transaction: the job is
+/// `succeeded` with its new model if this attempt still owns it (`false`:
+/// taken over or ended, write nothing else). The row stays locked until the
+/// caller's transaction ends.
+pub async fn mark_succeeded(
+    db: impl PgExecutor<'_>,
+    job: &ClaimedJob,
+    model_id: uuid::Uuid,
+    algorithm: &str,
+    accuracy: f64,
+    train_seconds: f64,
+) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "update ml_training_jobs
+         set status = 'succeeded', finished_at = now(), heartbeat_at = null, model_id = $3,
+             champion_algorithm = $4, accuracy = $5, train_seconds = $6
+         where id = $1 and status = 'running' and attempts = $2",
+    )
+    .bind(job.job_id)
+    .bind(job.attempt)
+    .bind(model_id)
+    .bind(algorithm)
+    .bind(accuracy)
+    .bind(train_seconds)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Turns a job just marked succeeded (same transaction) into `failed` with
+/// `reason`, clearing what the success set: its organization is gone.
+pub async fn unmark_succeeded(
+    db: impl PgExecutor<'_>,
+    job_id: JobId,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update ml_training_jobs
+         set status = 'failed', reason = $2, model_id = null, champion_algorithm = null,
+             accuracy = null, promoted = false
+         where id = $1",
+    )
+    .bind(job_id)
+    .bind(reason)
+    .execute(db)
+    .await
+    .map(|_| ())
+}
+
+/// Records the promotion decision on the job row.
+pub async fn set_promotion(
+    db: impl PgExecutor<'_>,
+    job_id: JobId,
+    promoted: bool,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update ml_training_jobs set promoted = $2, reason = $3 where id = $1")
+        .bind(job_id)
+        .bind(promoted)
+        .bind(reason)
+        .execute(db)
+        .await
+        .map(|_| ())
 }
 
 /// Gives a running attempt back (graceful shutdown): the job returns to

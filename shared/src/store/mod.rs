@@ -8,11 +8,18 @@
 //!   and the sweeper (each transition guarded by status and attempt).
 //! - [`cycles`]: creating a cycle and its jobs, the sharded roll-up and its
 //!   recount, finalization, and the summaries the CLI prints.
+//! - [`metrics_data`]: an organization's rows as training reads them.
+//! - [`registry`]: model versions, the active model and artifacts.
+//! - [`results`]: what a successful job writes besides its model (log,
+//!   epochs, evaluations, forecast or anomaly flags).
 //! - [`ops`]: what the ops API reads and writes (overview, searches with
 //!   keyset pagination, model versions, the audit trail).
 //! - [`workers`]: worker presence, kept fresh by every replica, busy or idle.
 
 pub mod cycles;
 pub mod jobs;
+pub mod metrics_data;
 pub mod ops;
+pub mod registry;
+pub mod results;
 pub mod workers;

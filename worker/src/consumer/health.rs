@@ -30,7 +30,7 @@ async fn prometheus() -> ([(axum::http::HeaderName, &'static str); 1], String) {
 
 async fn health(State(state): State<Arc<WorkerState>>) -> (StatusCode, Json<Value>) {
     let limit = Duration::from_secs(2);
-    let pg = tokio::time::timeout(limit, sqlx::query("select 1").execute(&state.pool))
+    let pg = tokio::time::timeout(limit, trainyard_shared::store::ops::ping(&state.pool))
         .await
         .map(|r| r.is_ok())
         .unwrap_or(false);

@@ -8,6 +8,7 @@
 //! naive baseline's MAE); otherwise it must beat the active model by more
 //! than [`PROMOTION_MARGIN`] accuracy points.
 
+use trainyard_shared::Algorithm;
 use uuid::Uuid;
 
 use crate::training::{AnomalyFlag, ForecastPoint, Metrics, TrainOutcome};
@@ -25,7 +26,7 @@ pub enum Incumbent {
     Scored {
         model_id: Uuid,
         version: i32,
-        algorithm: String,
+        algorithm: Algorithm,
         metrics: Metrics,
         /// What it predicts on this job's data, written instead of the
         /// champion's predictions when the champion is not promoted (the
@@ -191,7 +192,7 @@ mod tests {
         Incumbent::Scored {
             model_id: Uuid::nil(),
             version: 3,
-            algorithm: "lstm".into(),
+            algorithm: Algorithm::Lstm,
             metrics: metrics(accuracy),
             predictions: None,
         }

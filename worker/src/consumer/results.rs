@@ -6,7 +6,13 @@
 
 use sqlx::PgPool;
 use trainyard_shared::cycles::{roll_up, Ended};
-use trainyard_shared::jobs::ClaimedJob;
+use trainyard_shared::jobs::{self, ClaimedJob};
+use trainyard_shared::store::registry::{self, ActiveVersion, NewModel, StoredMetrics};
+use trainyard_shared::store::results::{
+    self as store_results, Epoch, Evaluation, EvaluationRole, Flag, PredictedDay, PredictionSource,
+    TrainingLog,
+};
+use trainyard_shared::{Algorithm, ModelStatus};
 use uuid::Uuid;
 
 use super::promotion::{baseline_of, promotion_decision};
@@ -18,7 +24,7 @@ use crate::training::{self, EpochReport, Metrics, TrainOutcome, TrainRequest};
 pub fn score_active(
     model_id: Uuid,
     version: i32,
-    algorithm: &str,
+    algorithm: Algorithm,
     artifact: &[u8],
     request: &TrainRequest,
 ) -> Incumbent {
@@ -26,7 +32,7 @@ pub fn score_active(
         Ok(metrics) => Incumbent::Scored {
             model_id,
             version,
-            algorithm: algorithm.to_string(),
+            algorithm,
             metrics,
             predictions: training::predict(artifact, request)
                 .ok()
@@ -93,52 +99,27 @@ pub async fn write_success(
     let m = &champion.metrics;
     let model_id = Uuid::new_v4();
     let org = job.org_id;
-    let model_type = job.model_type.as_str();
 
     let mut tx = pool.begin().await?;
     // Take the job first: if this attempt no longer owns it, write nothing.
-    let owned = sqlx::query(
-        "update ml_training_jobs
-         set status = 'succeeded', finished_at = now(), heartbeat_at = null, model_id = $3,
-             champion_algorithm = $4, accuracy = $5, train_seconds = $6
-         where id = $1 and status = 'running' and attempts = $2",
+    if !jobs::mark_succeeded(
+        &mut *tx,
+        job,
+        model_id,
+        &champion.algorithm,
+        m.accuracy,
+        train_seconds,
     )
-    .bind(job.job_id)
-    .bind(job.attempt)
-    .bind(model_id)
-    .bind(&champion.algorithm)
-    .bind(m.accuracy)
-    .bind(train_seconds)
-    .execute(&mut *tx)
     .await?
-    .rows_affected();
-    if owned != 1 {
+    {
         return Ok(WriteOutcome::Lost);
     }
 
     // Versions and the active model are per (org, model type); serialize
     // writers of the same pair.
-    sqlx::query("select pg_advisory_xact_lock(hashtext($1))")
-        .bind(format!("trainyard:version:{org}:{model_type}"))
-        .execute(&mut *tx)
-        .await?;
-
-    let org_row: Option<i32> =
-        sqlx::query_scalar("select 1 from organizations where id = $1 for key share")
-            .bind(org)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if org_row.is_none() {
-        sqlx::query(
-            "update ml_training_jobs
-             set status = 'failed', reason = $2, model_id = null, champion_algorithm = null,
-                 accuracy = null, promoted = false
-             where id = $1",
-        )
-        .bind(job.job_id)
-        .bind(ORG_DELETED)
-        .execute(&mut *tx)
-        .await?;
+    registry::lock_pair(&mut *tx, org, job.model_type).await?;
+    if !store_results::lock_org(&mut *tx, org).await? {
+        jobs::unmark_succeeded(&mut *tx, job.job_id, ORG_DELETED).await?;
         roll_up(&mut tx, job.cycle_id, job.job_id, Ended::Failed).await?;
         tx.commit().await?;
         return Ok(WriteOutcome::OrgDeleted);
@@ -161,125 +142,96 @@ pub async fn write_success(
         tracing::info!(job.id = %job.job_id, was = %incumbent.label(), now = %current.label(),
             "the active model changed during training: decided against the current one");
     }
-    sqlx::query("update ml_training_jobs set promoted = $2, reason = $3 where id = $1")
-        .bind(job.job_id)
-        .bind(promoted)
-        .bind(&reason)
-        .execute(&mut *tx)
-        .await?;
+    jobs::set_promotion(&mut *tx, job.job_id, promoted, &reason).await?;
     let incumbent = &*current;
 
-    let version: i32 = sqlx::query_scalar(
-        "select coalesce(max(version), 0) + 1 from ml_models
-         where organization_id = $1 and model_type = $2",
-    )
-    .bind(org)
-    .bind(model_type)
-    .fetch_one(&mut *tx)
-    .await?;
+    let version = registry::next_version(&mut *tx, org, job.model_type).await?;
     if promoted {
-        sqlx::query(
-            "update ml_models set status = 'archived'
-             where organization_id = $1 and model_type = $2 and status = 'active'",
-        )
-        .bind(org)
-        .bind(model_type)
-        .execute(&mut *tx)
-        .await?;
+        registry::archive_active(&mut *tx, org, job.model_type).await?;
     }
     let data = &outcome.data;
-    sqlx::query(
-        "insert into ml_models
-             (id, organization_id, model_type, algorithm, version, status, accuracy, mae, rmse,
-              r2_score, mape, mase, training_samples, data_start, data_end, cycle_id, job_id,
-              promotion_reason)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+    registry::insert_model(
+        &mut *tx,
+        &NewModel {
+            id: model_id,
+            org,
+            model_type: job.model_type,
+            algorithm: &champion.algorithm,
+            version,
+            status: if promoted {
+                ModelStatus::Active
+            } else {
+                ModelStatus::Candidate
+            },
+            metrics: stored(m),
+            training_samples: outcome.training_samples as i32,
+            data_start: data.train.start,
+            data_end: data.holdout.end,
+            cycle_id: job.cycle_id,
+            job_id: job.job_id,
+            promotion_reason: &reason,
+        },
     )
-    .bind(model_id)
-    .bind(org)
-    .bind(model_type)
-    .bind(&champion.algorithm)
-    .bind(version)
-    .bind(if promoted { "active" } else { "candidate" })
-    .bind(m.accuracy)
-    .bind(m.mae)
-    .bind(m.rmse)
-    .bind(m.r2)
-    .bind(m.mape)
-    .bind(m.mase)
-    .bind(outcome.training_samples as i32)
-    .bind(data.train.start)
-    .bind(data.holdout.end)
-    .bind(job.cycle_id)
-    .bind(job.job_id)
-    .bind(&reason)
-    .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "insert into ml_model_storage (model_id, format, artifact, sha256, size_bytes)
-         values ($1, $2, $3, $4, $5)",
+    registry::insert_artifact(
+        &mut *tx,
+        model_id,
+        &format!(
+            "trainyard-artifact-v{}",
+            crate::training::artifact::FORMAT_VERSION
+        ),
+        &champion.artifact,
+        &champion.sha256,
     )
-    .bind(model_id)
-    .bind(format!(
-        "trainyard-artifact-v{}",
-        crate::training::artifact::FORMAT_VERSION
-    ))
-    .bind(&champion.artifact)
-    .bind(&champion.sha256)
-    .bind(champion.artifact.len() as i32)
-    .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "insert into ml_training_logs
-             (model_id, job_id, organization_id, model_type, algorithm, accuracy, mae, rmse,
-              r2_score, training_samples, train_seconds, data_report)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    store_results::insert_training_log(
+        &mut *tx,
+        &TrainingLog {
+            model_id,
+            job_id: job.job_id,
+            org,
+            model_type: job.model_type,
+            algorithm: &champion.algorithm,
+            metrics: stored(m),
+            training_samples: outcome.training_samples as i32,
+            train_seconds,
+            data_report: data_report(outcome),
+        },
     )
-    .bind(model_id)
-    .bind(job.job_id)
-    .bind(org)
-    .bind(model_type)
-    .bind(&champion.algorithm)
-    .bind(m.accuracy)
-    .bind(m.mae)
-    .bind(m.rmse)
-    .bind(m.r2)
-    .bind(outcome.training_samples as i32)
-    .bind(train_seconds)
-    .bind(data_report(outcome))
-    .execute(&mut *tx)
     .await?;
+    let epochs: Vec<Epoch<'_>> = epochs
+        .iter()
+        .map(|e| Epoch {
+            algorithm: &e.algorithm,
+            epoch: e.epoch as i32,
+            epochs: e.epochs as i32,
+            train_loss: e.train_loss,
+            val_loss: e.val_loss,
+            seconds: e.seconds,
+        })
+        .collect();
+    store_results::insert_epochs(&mut *tx, job.job_id, &epochs).await?;
 
-    if !epochs.is_empty() {
-        sqlx::query(
-            "insert into ml_training_epochs (job_id, algorithm, epoch, epochs, train_loss, val_loss, seconds)
-             select $1, u.algorithm, u.epoch, u.epochs, u.train_loss, u.val_loss, u.seconds
-             from unnest($2::text[], $3::int[], $4::int[], $5::float8[], $6::float8[], $7::float8[])
-                  as u(algorithm, epoch, epochs, train_loss, val_loss, seconds)
-             on conflict do nothing",
-        )
-        .bind(job.job_id)
-        .bind(epochs.iter().map(|e| e.algorithm.clone()).collect::<Vec<_>>())
-        .bind(epochs.iter().map(|e| e.epoch as i32).collect::<Vec<_>>())
-        .bind(epochs.iter().map(|e| e.epochs as i32).collect::<Vec<_>>())
-        .bind(epochs.iter().map(|e| e.train_loss).collect::<Vec<_>>())
-        .bind(epochs.iter().map(|e| e.val_loss).collect::<Vec<_>>())
-        .bind(epochs.iter().map(|e| e.seconds).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-    }
-
+    let evaluation = |algorithm, role, model_id, is_champion, metrics: &Metrics| Evaluation {
+        job_id: job.job_id,
+        org,
+        model_type: job.model_type,
+        algorithm,
+        role,
+        model_id,
+        is_champion,
+        metrics: stored(metrics),
+    };
     for (i, c) in outcome.candidates.iter().enumerate() {
-        insert_evaluation(
-            &mut tx,
-            job,
-            "candidate",
-            &c.algorithm,
-            (i == outcome.champion).then_some(model_id),
-            i == outcome.champion,
+        let champion = i == outcome.champion;
+        let e = evaluation(
+            c.algorithm.as_str(),
+            EvaluationRole::Candidate,
+            champion.then_some(model_id),
+            champion,
             &c.metrics,
-        )
-        .await?;
+        );
+        store_results::insert_evaluation(&mut *tx, &e).await?;
     }
     if let Incumbent::Scored {
         model_id: inc,
@@ -288,16 +240,14 @@ pub async fn write_success(
         ..
     } = incumbent
     {
-        insert_evaluation(
-            &mut tx,
-            job,
-            "incumbent",
-            algorithm,
+        let e = evaluation(
+            algorithm.as_str(),
+            EvaluationRole::Incumbent,
             Some(*inc),
             false,
             metrics,
-        )
-        .await?;
+        );
+        store_results::insert_evaluation(&mut *tx, &e).await?;
     }
 
     // The predictions the dashboards read are the active model's: the new
@@ -314,55 +264,36 @@ pub async fn write_success(
         _ if decision.trivial => (model_id, &no_forecast, &no_flags),
         _ => (model_id, &outcome.forecast, &outcome.anomalies),
     };
-    if !forecast.is_empty() {
-        sqlx::query(
-            "insert into ml_predictions
-                 (organization_id, model_type, model_id, job_id, prediction_date, predicted_value,
-                  lower_80, upper_80, lower_95, upper_95)
-             select $1, $2, $3, $4, u.d, u.v, u.l80, u.u80, u.l95, u.u95
-             from unnest($5::date[], $6::float8[], $7::float8[], $8::float8[], $9::float8[],
-                         $10::float8[]) as u(d, v, l80, u80, l95, u95)",
-        )
-        .bind(org)
-        .bind(model_type)
-        .bind(pred_model)
-        .bind(job.job_id)
-        .bind(forecast.iter().map(|p| p.date).collect::<Vec<_>>())
-        .bind(forecast.iter().map(|p| p.value).collect::<Vec<_>>())
-        .bind(forecast.iter().map(|p| p.lower_80).collect::<Vec<_>>())
-        .bind(forecast.iter().map(|p| p.upper_80).collect::<Vec<_>>())
-        .bind(forecast.iter().map(|p| p.lower_95).collect::<Vec<_>>())
-        .bind(forecast.iter().map(|p| p.upper_95).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !anomalies.is_empty() {
-        let a = anomalies;
-        sqlx::query(
-            "insert into ml_anomaly_flags
-                 (organization_id, model_id, job_id, metrics_data_id, date, score, threshold,
-                  is_anomaly, kind)
-             select $1, $2, $3, u.row_id, u.d, u.score, u.threshold, u.flag, u.kind
-             from unnest($4::int8[], $5::date[], $6::float8[], $7::float8[], $8::bool[],
-                         $9::text[])
-                  as u(row_id, d, score, threshold, flag, kind)",
-        )
-        .bind(org)
-        .bind(pred_model)
-        .bind(job.job_id)
-        .bind(a.iter().map(|f| f.row_id).collect::<Vec<_>>())
-        .bind(a.iter().map(|f| f.date).collect::<Vec<_>>())
-        .bind(a.iter().map(|f| f.score).collect::<Vec<_>>())
-        .bind(a.iter().map(|f| f.threshold).collect::<Vec<_>>())
-        .bind(a.iter().map(|f| f.is_anomaly).collect::<Vec<_>>())
-        .bind(
-            a.iter()
-                .map(|f| f.kind.map(|k| k.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
+    let by = PredictionSource {
+        org,
+        model_type: job.model_type,
+        model_id: pred_model,
+        job_id: job.job_id,
+    };
+    let days: Vec<PredictedDay> = forecast
+        .iter()
+        .map(|p| PredictedDay {
+            date: p.date,
+            value: p.value,
+            lower_80: p.lower_80,
+            upper_80: p.upper_80,
+            lower_95: p.lower_95,
+            upper_95: p.upper_95,
+        })
+        .collect();
+    store_results::insert_forecast(&mut *tx, by, &days).await?;
+    let flags: Vec<Flag<'_>> = anomalies
+        .iter()
+        .map(|f| Flag {
+            row_id: f.row_id,
+            date: f.date,
+            score: f.score,
+            threshold: f.threshold,
+            is_anomaly: f.is_anomaly,
+            kind: f.kind.map(|k| k.as_str()),
+        })
+        .collect();
+    store_results::insert_flags(&mut *tx, by, &flags).await?;
 
     roll_up(
         &mut tx,
@@ -389,15 +320,13 @@ async fn current_incumbent<'a>(
     read: &'a Incumbent,
     request: &TrainRequest,
 ) -> Result<std::borrow::Cow<'a, Incumbent>, sqlx::Error> {
-    let active: Option<(Uuid, i32, String)> = sqlx::query_as(
-        "select id, version, algorithm from ml_models
-         where organization_id = $1 and model_type = $2 and status = 'active'",
-    )
-    .bind(job.org_id)
-    .bind(job.model_type.as_str())
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((id, version, algorithm)) = active else {
+    let active = registry::active_version(&mut *tx, job.org_id, job.model_type).await?;
+    let Some(ActiveVersion {
+        id,
+        version,
+        algorithm,
+    }) = active
+    else {
         return Ok(match read {
             Incumbent::None => std::borrow::Cow::Borrowed(read),
             _ => std::borrow::Cow::Owned(Incumbent::None),
@@ -406,12 +335,7 @@ async fn current_incumbent<'a>(
     if read.model_id() == Some(id) {
         return Ok(std::borrow::Cow::Borrowed(read));
     }
-    let artifact: Option<Vec<u8>> =
-        sqlx::query_scalar("select artifact from ml_model_storage where model_id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some(artifact) = artifact else {
+    let Some(artifact) = registry::artifact(&mut *tx, id).await? else {
         return Ok(std::borrow::Cow::Owned(Incumbent::Unusable {
             model_id: id,
             version,
@@ -420,7 +344,7 @@ async fn current_incumbent<'a>(
     };
     let request = request.clone();
     let scored = tokio::task::spawn_blocking(move || {
-        score_active(id, version, &algorithm, &artifact, &request)
+        score_active(id, version, algorithm, &artifact, &request)
     })
     .await
     .unwrap_or_else(|e| Incumbent::Unusable {
@@ -431,40 +355,19 @@ async fn current_incumbent<'a>(
     Ok(std::borrow::Cow::Owned(scored))
 }
 
-async fn insert_evaluation(
-    tx: &mut sqlx::PgConnection,
-    job: &ClaimedJob,
-    role: &str,
-    algorithm: &str,
-    model_id: Option<Uuid>,
-    is_champion: bool,
-    m: &Metrics,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into ml_evaluations
-             (job_id, organization_id, model_type, algorithm, role, model_id, is_champion,
-              accuracy, mae, rmse, r2_score, mape, mase, precision_score, recall, f1)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-    )
-    .bind(job.job_id)
-    .bind(job.org_id)
-    .bind(job.model_type.as_str())
-    .bind(algorithm)
-    .bind(role)
-    .bind(model_id)
-    .bind(is_champion)
-    .bind(m.accuracy)
-    .bind(m.mae)
-    .bind(m.rmse)
-    .bind(m.r2)
-    .bind(m.mape)
-    .bind(m.mase)
-    .bind(m.precision)
-    .bind(m.recall)
-    .bind(m.f1)
-    .execute(tx)
-    .await?;
-    Ok(())
+/// Holdout metrics as the store keeps them.
+fn stored(m: &Metrics) -> StoredMetrics {
+    StoredMetrics {
+        accuracy: m.accuracy,
+        mae: m.mae,
+        rmse: m.rmse,
+        r2: m.r2,
+        mape: m.mape,
+        mase: m.mase,
+        precision: m.precision,
+        recall: m.recall,
+        f1: m.f1,
+    }
 }
 
 /// The job's data report, with the training notes (warnings for the

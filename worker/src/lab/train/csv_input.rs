@@ -7,7 +7,7 @@ use std::io::Read;
 
 use chrono::NaiveDate;
 use serde::Serialize;
-use trainyard_shared::ModelType;
+use trainyard_shared::{DataColumn, ModelType};
 
 use crate::training::data::fingerprint_of;
 use crate::training::RawRow;
@@ -296,8 +296,10 @@ pub fn read_rows(mut input: impl Read, spec: &ColumnSpec) -> Result<CsvData, Csv
     })
 }
 
-/// `nums` is (value, feature 1, feature 2) as read; a feature that was not
-/// asked for is the constant 1, which standardizes to 0 and so plays no part.
+/// `nums` is (value, feature 1, feature 2) as read. The value goes where the
+/// model type reads its series from ([`ModelType::reads`], as for database
+/// rows); a feature that was not asked for is the constant 1, which
+/// standardizes to 0 and so plays no part.
 fn to_raw_row(
     id: i64,
     date: NaiveDate,
@@ -306,8 +308,8 @@ fn to_raw_row(
     spec: &ColumnSpec,
 ) -> RawRow {
     let [value, f1, f2] = nums;
-    match spec.model {
-        ModelType::EnergyForecast => RawRow {
+    match spec.model.reads() {
+        DataColumn::EnergyValue => RawRow {
             id: Some(id),
             date,
             value,
@@ -315,7 +317,7 @@ fn to_raw_row(
             grid_factor: f64::NAN,
             fingerprint,
         },
-        ModelType::EmissionsForecast => RawRow {
+        DataColumn::Co2eKg => RawRow {
             id: Some(id),
             date,
             value: f64::NAN,
@@ -323,7 +325,7 @@ fn to_raw_row(
             grid_factor: f64::NAN,
             fingerprint,
         },
-        ModelType::AnomalyDetection => RawRow {
+        DataColumn::EveryRow => RawRow {
             id: Some(id),
             date,
             value,
