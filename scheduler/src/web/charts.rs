@@ -158,7 +158,7 @@ mod tests {
     fn sparklines_scale_to_the_box_and_escape_their_title() {
         let s = sparkline(&[0.0, 5.0, 10.0], "a<b");
         assert!(
-            s.contains("points=\"0.0,46.0 120.0,25.0 240.0,4.0\""),
+            s.contains("points=\"0.0,46.0 120.0,24.0 240.0,2.0\""),
             "{s}"
         );
         assert!(s.contains("a&lt;b"));
