@@ -56,7 +56,14 @@ async fn a_full_cycle_with_two_workers_rolls_up_once_with_exact_counts() -> anyh
     assert_eq!(per_job.len(), 9);
     for (model_type, epochs, candidates, predictions, flags) in per_job {
         assert!(epochs > 0, "{model_type}: no epoch logs");
-        assert!(candidates >= 2, "{model_type}: {candidates} candidates");
+        // An autoencoder that did not converge is skipped by design (the PCA
+        // candidate then wins), so an anomaly job may keep one candidate.
+        let least = if model_type == "anomaly_detection" {
+            1
+        } else {
+            2
+        };
+        assert!(candidates >= least, "{model_type}: {candidates} candidates");
         if model_type == "anomaly_detection" {
             assert_eq!(predictions, 0);
             assert!(flags >= 180, "{model_type}: {flags} anomaly rows");

@@ -528,7 +528,7 @@ impl Picks {
                 p.insert("job", job);
             }
             let models: Vec<String> = sqlx::query_scalar(
-                "select id::text from ml_models
+                "select version::text from ml_models
                  where organization_id = $1 and model_type = 'energy_forecast'
                  order by version desc limit 2",
             )
