@@ -87,6 +87,8 @@ pub async fn overview(State(state): State<Arc<ApiState>>, RawQuery(raw): RawQuer
                     "detail": format!("cycle {} is past its deadline {}", c.id, c.deadline_at.to_rfc3339()),
                     "cycle_id": c.id}));
             }
+            // Without a chosen time, size the fleet for the cycle's deadline.
+            let finish_by = finish_by.or((c.deadline_at > now).then_some(c.deadline_at));
             let busy_slots = queue.running - queue.stale_running;
             let (eta_seconds, slots_needed) = match median {
                 Some(m) if remaining > 0 => {

@@ -18,7 +18,7 @@ use serde_json::Value;
 use trainyard_shared::store::ops::{
     AuditRow, CycleRow, EvaluationRow, JobRow, ModelRow, OrgRow, ReasonGroup, StatusGroup,
 };
-use trainyard_shared::{CycleStatus, JobId, JobStatus, ModelType, OrgId};
+use trainyard_shared::{JobId, JobStatus, ModelType, OrgId};
 
 use super::charts::{sparkline, Chart, Series};
 use super::views::{self, Attention, Eta, Queue, Workers};
@@ -185,7 +185,7 @@ fn worst_first(mut items: Vec<Attention>) -> Vec<Attention> {
 
 async fn now_data(state: &Arc<ApiState>, raw: Option<String>) -> PageResult<NowLive> {
     let finish_by = param(&raw, "finish_by");
-    let mut o: views::Overview = api(
+    let o: views::Overview = api(
         "Now",
         read::overview(
             State(state.clone()),
@@ -193,23 +193,6 @@ async fn now_data(state: &Arc<ApiState>, raw: Option<String>) -> PageResult<NowL
         ),
     )
     .await?;
-    // Without a chosen time, size the fleet for the running cycle's deadline.
-    if finish_by.is_none() {
-        if let Some(c) = o
-            .current
-            .as_ref()
-            .filter(|c| c.cycle.status == CycleStatus::Running)
-        {
-            if c.cycle.deadline_at > Utc::now() {
-                let by = c.cycle.deadline_at.to_rfc3339();
-                o = api(
-                    "Now",
-                    read::overview(State(state.clone()), RawQuery(query(&[("finish_by", &by)]))),
-                )
-                .await?;
-            }
-        }
-    }
     let counts: Vec<f64> = o
         .throughput
         .buckets
