@@ -64,7 +64,7 @@ fn every_forecast_artifact_round_trips_to_the_same_scores_and_forecast() {
         .iter()
         .map(|c| c.algorithm.as_str())
         .collect();
-    for kind in ["mstl", "stl_ets", COMBINATION] {
+    for kind in ["mstl", "stl_ets", hybrid::NAME, COMBINATION] {
         assert!(names.contains(&kind), "{kind} missing from {names:?}");
     }
     for c in &outcome.candidates {
