@@ -13,9 +13,14 @@
 //!
 //! - Every candidate is **fitted on `fit` only** (the training days minus the
 //!   last `validation_days`), with normalization computed from `fit`.
-//! - The **champion** is the candidate with the lowest MAE on the validation
-//!   days (forecasts), forecasting from the history up to the start of the
-//!   validation window, ties going to the earlier candidate in the list; for
+//! - The **champion** of a forecast is the `combination` candidate: the
+//!   best `k` candidates on the validation days (MAE, forecasting from the
+//!   history up to the start of the validation window), weighted by their
+//!   inverse validation MAE ([`ChampionRule::Combination`]; with
+//!   [`ChampionRule::Validation`], the candidate with the lowest validation
+//!   MAE, ties going to the earlier candidate in the list). Picking one
+//!   model on 30 days lost to the combination on the broad evaluation
+//!   (`docs/train-cli.md`); for
 //!   anomaly detection, the one that finds most of the spikes and dips
 //!   injected into copies of the validation days (see
 //!   [`detection`](super::anomaly::detection)). The holdout plays no part in

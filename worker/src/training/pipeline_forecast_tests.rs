@@ -140,3 +140,57 @@ fn after_a_level_shift_the_forecast_follows_the_new_level() {
         champion.algorithm
     );
 }
+
+#[test]
+fn the_champion_is_the_combination_and_a_shadow_never_competes() {
+    let start = NaiveDate::from_ymd_opt(2021, 1, 1).unwrap();
+    let mut req = request(&seasonal(700, start), start);
+    req.settings.shadow = vec!["lstm".into()];
+    let outcome = train_model(&req, &mut |_| {}).unwrap();
+    let names: Vec<&str> = outcome
+        .candidates
+        .iter()
+        .map(|c| c.algorithm.as_str())
+        .collect();
+    assert!(names.contains(&"lstm"), "the shadow is scored: {names:?}");
+    assert_eq!(outcome.champion().algorithm, COMBINATION);
+    let combo = Artifact::from_bytes(&outcome.champion().artifact).unwrap();
+    let members: Vec<&str> = combo.header.config["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert_eq!(members.len(), 3);
+    assert!(!members.contains(&"lstm"), "{members:?}");
+    // The members are the three best non-shadow candidates on validation.
+    let mut ranked: Vec<&Candidate> = outcome
+        .candidates
+        .iter()
+        .filter(|c| c.algorithm != "lstm" && c.algorithm != COMBINATION)
+        .collect();
+    ranked.sort_by(|a, b| a.validation.mae.total_cmp(&b.validation.mae));
+    let best: Vec<&str> = ranked[..3].iter().map(|c| c.algorithm.as_str()).collect();
+    assert_eq!(members, best);
+
+    // Under the validation rule a shadow cannot win even when it is best
+    // on validation: with the regression as the shadow and seasonal naive
+    // the only other candidate, seasonal naive is champion.
+    req.settings.champion = ChampionRule::Validation;
+    req.settings.shadow = vec!["seasonal_regression".into()];
+    req.settings.exclude = ["lstm_hybrid", "mstl", "stl_ets", COMBINATION]
+        .map(String::from)
+        .to_vec();
+    let outcome = train_model(&req, &mut |_| {}).unwrap();
+    let mae = |name: &str| {
+        outcome
+            .candidates
+            .iter()
+            .find(|c| c.algorithm == name)
+            .unwrap()
+            .validation
+            .mae
+    };
+    assert!(mae("seasonal_regression") < mae("seasonal_naive"));
+    assert_eq!(outcome.champion().algorithm, "seasonal_naive");
+}
