@@ -15,8 +15,8 @@
 //!   last `validation_days`), with normalization computed from `fit`.
 //! - The **champion** of a forecast is the `combination` candidate: the
 //!   best `k` candidates on the validation days (MAE, forecasting from the
-//!   history up to the start of the validation window), weighted by their
-//!   inverse validation MAE ([`ChampionRule::Combination`]; with
+//!   history up to the start of the validation window; by default all of
+//!   them), weighted by their inverse validation MAE ([`ChampionRule::Combination`]; with
 //!   [`ChampionRule::Validation`], the candidate with the lowest validation
 //!   MAE, ties going to the earlier candidate in the list). Picking one
 //!   model on 30 days lost to the combination on the broad evaluation

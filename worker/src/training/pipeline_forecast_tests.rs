@@ -101,7 +101,7 @@ fn every_forecast_artifact_round_trips_to_the_same_scores_and_forecast() {
         .find(|c| c.algorithm == COMBINATION)
         .unwrap();
     let header = Artifact::from_bytes(&combo.artifact).unwrap().header;
-    assert_eq!(header.config["members"].as_array().unwrap().len(), 3);
+    assert_eq!(header.config["members"].as_array().unwrap().len(), 5);
     let mut bad = combo.artifact.clone();
     let mid = bad.len() / 2;
     bad[mid] ^= 1;
@@ -161,16 +161,16 @@ fn the_champion_is_the_combination_and_a_shadow_never_competes() {
         .iter()
         .map(|m| m.as_str().unwrap())
         .collect();
-    assert_eq!(members.len(), 3);
+    assert_eq!(members.len(), 5);
     assert!(!members.contains(&"lstm"), "{members:?}");
-    // The members are the three best non-shadow candidates on validation.
+    // The members are every non-shadow candidate, best on validation first.
     let mut ranked: Vec<&Candidate> = outcome
         .candidates
         .iter()
         .filter(|c| c.algorithm != "lstm" && c.algorithm != COMBINATION)
         .collect();
     ranked.sort_by(|a, b| a.validation.mae.total_cmp(&b.validation.mae));
-    let best: Vec<&str> = ranked[..3].iter().map(|c| c.algorithm.as_str()).collect();
+    let best: Vec<&str> = ranked.iter().map(|c| c.algorithm.as_str()).collect();
     assert_eq!(members, best);
 
     // Under the validation rule a shadow cannot win even when it is best
