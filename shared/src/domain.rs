@@ -265,10 +265,12 @@ text_enum!(
     /// A training algorithm, as stored in `ml_models.algorithm`,
     /// `ml_evaluations.algorithm`, `ml_training_logs.algorithm`,
     /// `ml_training_epochs.algorithm` and `ml_training_jobs.champion_algorithm`.
-    /// Forecasts compete with the first six, anomaly detection with the last
+    /// Forecasts compete with the first seven, anomaly detection with the last
     /// two.
     Algorithm, "algorithm" {
         Lstm = "lstm",
+        /// The seasonal regression plus an LSTM on its residuals.
+        LstmHybrid = "lstm_hybrid",
         SeasonalRegression = "seasonal_regression",
         Mstl = "mstl",
         StlEts = "stl_ets",

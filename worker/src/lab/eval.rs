@@ -35,9 +35,6 @@ use super::train::parse_date;
 
 const HOLDOUT_DAYS: usize = 30;
 
-/// LSTM epochs of `--quick`.
-const QUICK_LSTM_EPOCHS: usize = 5;
-
 /// First and last monthly origin of the ENTSO-E series.
 const ENTSOE_FIRST_ORIGIN: (i32, u32) = (2018, 7);
 const ENTSOE_LAST_ORIGIN: (i32, u32) = (2020, 12);
@@ -58,7 +55,7 @@ pub enum Origins {
 #[command(after_help = "\
 Examples (from the repository root):
   trainyard-worker eval --data ../shared/data                 # 340 monthly folds, production settings
-  trainyard-worker eval --data ../shared/data --quick         # every third month, LSTM 5 epochs
+  trainyard-worker eval --data ../shared/data --quick         # every third month (158 folds)
   trainyard-worker eval --data ../shared/data --origins reference   # the 44 reference folds
 
 Series: gen_<CC> (generation_mwh, energy_forecast) and co2e_<CC> (co2e_t,
@@ -70,7 +67,9 @@ pub struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
 
-    /// LSTM epochs (default: the production 50; 5 with --quick).
+    /// LSTM epochs (default: the production 50). Fewer epochs change the
+    /// ranking (the hybrid's LSTM needs its epochs), so compare settings at
+    /// the production value.
     #[arg(long)]
     pub epochs: Option<usize>,
 
@@ -80,7 +79,7 @@ pub struct EvalArgs {
     pub origins: Origins,
 
     /// For iteration: every third monthly origin (the reference cut-offs
-    /// always included) and LSTM 5 epochs unless --epochs says otherwise.
+    /// always included), at the production settings.
     #[arg(long)]
     pub quick: bool,
 
@@ -107,6 +106,17 @@ pub struct EvalArgs {
     #[arg(long)]
     pub combination_rule: Option<String>,
 
+    /// Algorithms scored beside the candidates but never champion nor
+    /// combination members (default: the seed LSTM alone, `lstm`, so its
+    /// figures stand beside the hybrid's; `--shadow ''` for none).
+    #[arg(long, value_delimiter = ',', default_value = "lstm")]
+    pub shadow: Vec<String>,
+
+    /// How the champion is named: combination (the production rule) or
+    /// validation (the lowest validation MAE, the rule before it).
+    #[arg(long)]
+    pub champion_rule: Option<String>,
+
     /// Print one JSON document on stdout instead of the tables.
     #[arg(long)]
     pub json: bool,
@@ -114,6 +124,10 @@ pub struct EvalArgs {
     /// Seed of the neural models.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+
+    /// Folds trained at once, one thread each (default: one per core).
+    #[arg(long)]
+    pub jobs: Option<usize>,
 }
 
 /// One real series, as daily rows for its model type.
@@ -143,6 +157,11 @@ pub struct CandidateScore {
     pub mae: f64,
     pub mape: Option<f64>,
     pub mase: Option<f64>,
+    /// The forecasts behind `validation_mae` and the holdout scores, so a
+    /// selection or combination rule can be studied offline on the same
+    /// folds.
+    pub validation_forecast: Vec<f64>,
+    pub holdout_forecast: Vec<f64>,
 }
 
 /// One fold: trained on the days up to `cutoff`, scored on the 30 after.
@@ -156,6 +175,9 @@ pub struct Fold {
     /// intervals (absent when no interval could be calibrated).
     pub coverage_80: Option<f64>,
     pub coverage_95: Option<f64>,
+    /// The 30 days before and after the origin, as read (absent days null).
+    pub validation_actual: Vec<Option<f64>>,
+    pub holdout_actual: Vec<Option<f64>>,
     pub seconds: f64,
 }
 
@@ -458,6 +480,16 @@ pub fn run_fold(
         }
     }
     let coverage = (!bands.is_empty()).then(|| intervals::coverage(&actuals, &bands));
+    let by_date: BTreeMap<NaiveDate, f64> = req
+        .rows
+        .iter()
+        .map(|r| (r.date, r.value.max(r.co2e_kg)))
+        .collect();
+    let days = |first: NaiveDate| -> Vec<Option<f64>> {
+        (0..HOLDOUT_DAYS as i64)
+            .map(|i| by_date.get(&(first + Duration::days(i))).copied())
+            .collect()
+    };
     anyhow::ensure!(
         outcome.data.holdout.start == cutoff + Duration::days(1),
         "{} at {cutoff}: the holdout starts on {}, not the day after the origin (missing days at the end?)",
@@ -477,12 +509,41 @@ pub fn run_fold(
                 mae: c.metrics.mae,
                 mape: c.metrics.mape,
                 mase: c.metrics.mase,
+                validation_forecast: c.validation_prediction.clone(),
+                holdout_forecast: c.holdout_prediction.clone(),
             })
             .collect(),
         coverage_80: coverage.map(|c| c.0),
         coverage_95: coverage.map(|c| c.1),
+        validation_actual: days(cutoff - Duration::days(HOLDOUT_DAYS as i64 - 1)),
+        holdout_actual: days(cutoff + Duration::days(1)),
         seconds,
     })
+}
+
+/// One fold's progress line: the champion and every candidate's MAPE.
+fn progress_line(fold: &Fold) -> String {
+    let scores: Vec<String> = fold
+        .candidates
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c.algorithm,
+                c.mape
+                    .map(|m| format!("{m:.1}%"))
+                    .unwrap_or_else(|| "—".into())
+            )
+        })
+        .collect();
+    format!(
+        "{} origin {}: champion {} | {} | {:.1} s",
+        fold.series,
+        fold.cutoff,
+        fold.champion,
+        scores.join(", "),
+        fold.seconds
+    )
 }
 
 pub fn median(mut xs: Vec<f64>) -> Option<f64> {
@@ -641,6 +702,12 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<EvalReport> {
         ..TrainSettings::default()
     };
     settings.exclude = args.exclude.clone();
+    settings.shadow = args
+        .shadow
+        .iter()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect();
     if let Some(k) = args.combination_k {
         settings.combination.k = k;
     }
@@ -648,7 +715,11 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<EvalReport> {
         settings.combination.rule = serde_json::from_value(serde_json::Value::String(rule.clone()))
             .with_context(|| format!("unknown combination rule `{rule}`"))?;
     }
-    let epochs = args.epochs.or(args.quick.then_some(QUICK_LSTM_EPOCHS));
+    if let Some(rule) = &args.champion_rule {
+        settings.champion = serde_json::from_value(serde_json::Value::String(rule.clone()))
+            .with_context(|| format!("unknown champion rule `{rule}`"))?;
+    }
+    let epochs = args.epochs;
     apply_epoch_overrides(&mut settings, epochs, None);
 
     let plan: Vec<(&Series, NaiveDate)> = series
@@ -661,46 +732,46 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<EvalReport> {
             cut.into_iter().map(move |c| (s, c))
         })
         .collect();
+    // Folds are independent: run them on `jobs` threads (each model trains
+    // on one thread), report them in plan order.
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    crate::training::neural::limit_threads(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<Result<Fold, String>>>> =
+        std::sync::Mutex::new(vec![None; plan.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((s, cutoff)) = plan.get(i) else {
+                    break;
+                };
+                let result =
+                    run_fold(s, *cutoff, &settings, args.seed).map_err(|e| format!("{e:#}"));
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                match &result {
+                    Ok(fold) => eprintln!("[{n}/{}] {}", plan.len(), progress_line(fold)),
+                    Err(e) => {
+                        eprintln!("[{n}/{}] {} origin {cutoff}: failed: {e}", plan.len(), s.id)
+                    }
+                }
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
+            });
+        }
+    });
     let mut folds = Vec::new();
     let mut failed = Vec::new();
-    for (i, (s, cutoff)) in plan.iter().enumerate() {
-        let fold = match run_fold(s, *cutoff, &settings, args.seed) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!(
-                    "[{}/{}] {} origin {cutoff}: failed: {e:#}",
-                    i + 1,
-                    plan.len(),
-                    s.id
-                );
-                failed.push(format!("{} at {cutoff}: {e:#}", s.id));
-                continue;
-            }
-        };
-        let fmt = |c: &CandidateScore| {
-            format!(
-                "{} {}",
-                c.algorithm,
-                c.mape
-                    .map(|m| format!("{m:.1}%"))
-                    .unwrap_or_else(|| "—".into())
-            )
-        };
-        eprintln!(
-            "[{}/{}] {} origin {}: champion {} | {} | {:.1} s",
-            i + 1,
-            plan.len(),
-            s.id,
-            cutoff,
-            fold.champion,
-            fold.candidates
-                .iter()
-                .map(fmt)
-                .collect::<Vec<_>>()
-                .join(", "),
-            fold.seconds
-        );
-        folds.push(fold);
+    for ((s, cutoff), result) in plan
+        .iter()
+        .zip(results.into_inner().unwrap_or_else(|e| e.into_inner()))
+    {
+        match result.expect("every planned fold ran") {
+            Ok(fold) => folds.push(fold),
+            Err(e) => failed.push(format!("{} at {cutoff}: {e}", s.id)),
+        }
     }
 
     let mut sections = Vec::new();

@@ -17,6 +17,7 @@ pub(crate) mod challengers;
 pub(crate) mod combination;
 pub mod data;
 pub(crate) mod forecast;
+pub(crate) mod hybrid;
 pub(crate) mod intervals;
 pub(crate) mod metrics;
 pub(crate) mod neural;

@@ -13,9 +13,14 @@
 //!
 //! - Every candidate is **fitted on `fit` only** (the training days minus the
 //!   last `validation_days`), with normalization computed from `fit`.
-//! - The **champion** is the candidate with the lowest MAE on the validation
-//!   days (forecasts), forecasting from the history up to the start of the
-//!   validation window, ties going to the earlier candidate in the list; for
+//! - The **champion** of a forecast is the `combination` candidate: the
+//!   best `k` candidates on the validation days (MAE, forecasting from the
+//!   history up to the start of the validation window; by default all of
+//!   them), weighted by their inverse validation MAE ([`ChampionRule::Combination`]; with
+//!   [`ChampionRule::Validation`], the candidate with the lowest validation
+//!   MAE, ties going to the earlier candidate in the list). Picking one
+//!   model on 30 days lost to the combination on the broad evaluation
+//!   (`docs/train-cli.md`); for
 //!   anomaly detection, the one that finds most of the spikes and dips
 //!   injected into copies of the validation days (see
 //!   [`detection`](super::anomaly::detection)). The holdout plays no part in
@@ -59,6 +64,7 @@ use super::data::{
     self, DataError, DataReport, PrepSettings, PreparedSeries, RawRow, Scaler, Target,
 };
 use super::forecast::{train_forecaster, LstmConfig, TrainedForecaster};
+use super::hybrid::{self, Hybrid};
 use super::intervals::{self, Band, IntervalConfig};
 use super::metrics::{self, Metrics};
 use super::progress::EpochReport;
@@ -115,6 +121,20 @@ impl From<ArtifactError> for TrainError {
     }
 }
 
+/// How the forecast champion is named.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChampionRule {
+    /// The combination candidate whenever one was built (at least two
+    /// candidates trained), else the lowest validation MAE: selecting one
+    /// model on 30 validation days is noisier than averaging several.
+    #[default]
+    Combination,
+    /// The candidate with the lowest validation MAE, the combination among
+    /// them.
+    Validation,
+}
+
 /// Everything configurable about a training run. `Default` is the
 /// production setting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +160,9 @@ pub struct TrainSettings {
     /// The `combination` candidate (forecasts).
     #[serde(default)]
     pub combination: CombinationConfig,
+    /// How the forecast champion is named.
+    #[serde(default)]
+    pub champion: ChampionRule,
     /// Prediction intervals of the forecasts.
     #[serde(default)]
     pub intervals: IntervalConfig,
@@ -152,8 +175,13 @@ pub struct TrainSettings {
     pub autoencoder: AutoencoderConfig,
     /// Quantile of the fitting rows' scores used as the anomaly threshold.
     pub anomaly_quantile: f64,
-    /// Algorithms not to train (e.g. `["lstm"]` for a quick run).
+    /// Algorithms not to train (e.g. `["lstm_hybrid"]` for a quick run).
     pub exclude: Vec<String>,
+    /// Forecast algorithms trained and scored beside the candidates but
+    /// never champion nor combination members (`["lstm"]`: the seed LSTM
+    /// alone, for the evaluation's report).
+    #[serde(default)]
+    pub shadow: Vec<String>,
     /// Rows dated after this day are rejected as future-dated. `None`: the
     /// day after today (UTC) when the data is prepared, so a long-running
     /// worker never freezes its clock.
@@ -173,6 +201,7 @@ impl Default for TrainSettings {
             mstl: DecompositionConfig::mstl(),
             stl_ets: DecompositionConfig::stl_ets(),
             combination: CombinationConfig::default(),
+            champion: ChampionRule::default(),
             intervals: IntervalConfig::default(),
             pca: PcaConfig::default(),
             lstm: LstmConfig::default(),
@@ -181,6 +210,7 @@ impl Default for TrainSettings {
                 .with_patience(20),
             anomaly_quantile: 0.99,
             exclude: Vec::new(),
+            shadow: Vec::new(),
             latest_date: None,
         }
     }
@@ -310,6 +340,13 @@ pub struct Candidate {
     /// Hex sha256 of `artifact`.
     pub sha256: String,
     pub train_seconds: f64,
+    /// The forecast the validation metrics score (forecasts only; for the
+    /// evaluation's analysis, not stored).
+    #[serde(skip)]
+    pub validation_prediction: Vec<f64>,
+    /// The forecast the holdout metrics score (forecasts only; not stored).
+    #[serde(skip)]
+    pub holdout_prediction: Vec<f64>,
 }
 
 /// A candidate that failed to train; the others still compete.
@@ -369,7 +406,7 @@ pub fn rescore(artifact_bytes: &[u8], req: &TrainRequest) -> Result<Metrics, Tra
         Some(target) => {
             let prep = data::prepare_series(&req.rows, target, &req.settings.prep())?;
             let model = ForecastModel::load(&artifact)?;
-            Ok(score_holdout(&model, &prep))
+            Ok(score_holdout(&model, &prep).0)
         }
         None => {
             let prep = data::prepare_rows(&req.rows, &req.settings.prep())?;
@@ -498,11 +535,14 @@ fn target_of(model_type: ModelType) -> Option<Target> {
 /// model.
 pub const COMBINATION: &str = "combination";
 
-/// Algorithms competing for a model type, in tie-break order.
+/// Algorithms competing for a model type, in tie-break order. The seed's
+/// LSTM competes as the hybrid's residual model; on its own (`lstm`) it
+/// forecast no better than seasonal naive on the broad evaluation, so it is
+/// trained only as a shadow ([`TrainSettings::shadow`]).
 pub fn algorithms(model_type: ModelType) -> &'static [&'static str] {
     if model_type.is_forecast() {
         &[
-            "lstm",
+            hybrid::NAME,
             "seasonal_regression",
             "mstl",
             "stl_ets",
@@ -535,7 +575,12 @@ fn train_forecast(
     let mut candidates = Vec::new();
     let mut models = Vec::new();
     let mut skipped = Vec::new();
-    for &algorithm in algorithms(req.model_type) {
+    let shadows = settings
+        .shadow
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !algorithms(req.model_type).contains(a));
+    for algorithm in algorithms(req.model_type).iter().copied().chain(shadows) {
         if !settings.includes(algorithm) {
             continue;
         }
@@ -554,7 +599,7 @@ fn train_forecast(
         let train_seconds = t0.elapsed().as_secs_f64();
         let val_pred = model.forecast(fit, start, validation.len());
         let validation_metrics = metrics::forecast(validation, &val_pred, val_scale);
-        let metrics = score_holdout(&model, &prep);
+        let (metrics, holdout_prediction) = score_holdout(&model, &prep);
         let bytes = model.to_artifact(req.model_type, window).to_bytes();
         candidates.push(Candidate {
             algorithm: algorithm.into(),
@@ -563,11 +608,23 @@ fn train_forecast(
             sha256: artifact::sha256_hex(&bytes),
             artifact: bytes,
             train_seconds,
+            validation_prediction: val_pred,
+            holdout_prediction,
         });
         models.push(model);
     }
+    let competes = |c: &Candidate| !settings.shadow.contains(&c.algorithm);
     if settings.includes(COMBINATION) {
-        let maes: Vec<f64> = candidates.iter().map(|c| c.validation.mae).collect();
+        let maes: Vec<f64> = candidates
+            .iter()
+            .map(|c| {
+                if competes(c) {
+                    c.validation.mae
+                } else {
+                    f64::NAN
+                }
+            })
+            .collect();
         let members = combination::select(&maes, &settings.combination);
         if !members.is_empty() {
             let t0 = Instant::now();
@@ -580,7 +637,7 @@ fn train_forecast(
             };
             let val_pred = model.forecast(fit, start, validation.len());
             let validation_metrics = metrics::forecast(validation, &val_pred, val_scale);
-            let metrics = score_holdout(&model, &prep);
+            let (metrics, holdout_prediction) = score_holdout(&model, &prep);
             let bytes = model.to_artifact(req.model_type, window).to_bytes();
             candidates.push(Candidate {
                 algorithm: COMBINATION.into(),
@@ -589,11 +646,30 @@ fn train_forecast(
                 sha256: artifact::sha256_hex(&bytes),
                 artifact: bytes,
                 train_seconds: t0.elapsed().as_secs_f64(),
+                validation_prediction: val_pred,
+                holdout_prediction,
             });
             models.push(model);
         }
     }
-    let champion = pick_champion(&candidates, |c| c.validation.mae, &skipped)?;
+    let champion = match settings.champion {
+        ChampionRule::Combination => candidates.iter().position(|c| c.algorithm == COMBINATION),
+        ChampionRule::Validation => None,
+    };
+    let champion = match champion {
+        Some(i) => i,
+        None => pick_champion(
+            &candidates,
+            |c| {
+                if competes(c) {
+                    c.validation.mae
+                } else {
+                    f64::NAN
+                }
+            },
+            &skipped,
+        )?,
+    };
     let forecast = future_forecast(&models[champion], &prep, settings);
     Ok(TrainOutcome {
         candidates,
@@ -611,10 +687,12 @@ fn train_forecast(
 #[path = "pipeline_forecast_tests.rs"]
 mod forecast_tests;
 
-fn score_holdout(model: &ForecastModel, prep: &PreparedSeries) -> Metrics {
+/// The holdout metrics and the forecast they score.
+fn score_holdout(model: &ForecastModel, prep: &PreparedSeries) -> (Metrics, Vec<f64>) {
     let train = prep.train();
     let pred = model.forecast(train, prep.series.start, prep.holdout_days);
-    metrics::forecast(prep.holdout(), &pred, metrics::naive_scale(train, SEASON))
+    let metrics = metrics::forecast(prep.holdout(), &pred, metrics::naive_scale(train, SEASON));
+    (metrics, pred)
 }
 
 fn pick_champion(
@@ -655,6 +733,8 @@ enum ForecastModel {
         rule: CombinationRule,
         members: Vec<(ForecastModel, f64)>,
     },
+    /// The seasonal regression plus an LSTM on its residuals.
+    Hybrid(Hybrid),
     /// The LSTM works on standardized values (scaler fitted on the fit window).
     Lstm {
         model: std::sync::Arc<TrainedForecaster>,
@@ -682,6 +762,15 @@ impl ForecastModel {
                     scaler,
                 })
             }
+            hybrid::NAME => Hybrid::fit(
+                fit,
+                start,
+                &settings.seasonal_regression,
+                &settings.lstm,
+                seed,
+                on_epoch,
+            )
+            .map(ForecastModel::Hybrid),
             "seasonal_naive" => Ok(ForecastModel::SeasonalNaive(SeasonalNaive::default())),
             "mstl" | "stl_ets" => {
                 let config = if algorithm == "mstl" {
@@ -712,6 +801,7 @@ impl ForecastModel {
             ForecastModel::Decomposition(m) if m.config.yearly => "mstl",
             ForecastModel::Decomposition(_) => "stl_ets",
             ForecastModel::Combination { .. } => COMBINATION,
+            ForecastModel::Hybrid(_) => hybrid::NAME,
             ForecastModel::Lstm { .. } => "lstm",
         }
     }
@@ -720,6 +810,7 @@ impl ForecastModel {
         let raw = match self {
             ForecastModel::SeasonalNaive(m) => m.forecast(history, horizon),
             ForecastModel::SeasonalRegression(m) => m.forecast(history, start, horizon),
+            ForecastModel::Hybrid(m) => m.forecast(history, start, horizon),
             ForecastModel::Decomposition(m) => m.forecast(history, horizon).unwrap_or_else(|e| {
                 // Only a degenerate history (constant, too short) fails here,
                 // after the same model forecast the fitting window; repeating
@@ -774,6 +865,14 @@ impl ForecastModel {
                 Normalization::None,
                 serde_json::to_vec(m).expect("the model serializes"),
             ),
+            ForecastModel::Hybrid(m) => (
+                to_json(m.lstm.config()),
+                Normalization::Series { scaler: m.scaler },
+                combination::pack(&[
+                    serde_json::to_vec(&m.base).expect("the model serializes"),
+                    m.lstm.to_bytes(),
+                ]),
+            ),
             ForecastModel::Lstm { model, scaler } => (
                 to_json(model.config()),
                 Normalization::Series { scaler: *scaler },
@@ -827,6 +926,29 @@ impl ForecastModel {
             "seasonal_regression" => Ok(ForecastModel::SeasonalRegression(from_json_bytes(
                 &artifact.model,
             )?)),
+            hybrid::NAME => {
+                let Normalization::Series { scaler } = h.normalization else {
+                    return Err(TrainError::CorruptArtifact(
+                        "a hybrid model without residual normalization".into(),
+                    ));
+                };
+                let parts = combination::unpack(&artifact.model)
+                    .map_err(|e| TrainError::CorruptArtifact(format!("{}: {e}", hybrid::NAME)))?;
+                let [base, lstm] = parts.as_slice() else {
+                    return Err(TrainError::CorruptArtifact(format!(
+                        "{}: {} parts, not the regression and the LSTM",
+                        hybrid::NAME,
+                        parts.len()
+                    )));
+                };
+                let lstm = TrainedForecaster::from_bytes(lstm)
+                    .map_err(|e| TrainError::CorruptArtifact(e.to_string()))?;
+                Ok(ForecastModel::Hybrid(Hybrid {
+                    base: from_json_bytes(base)?,
+                    lstm: std::sync::Arc::new(lstm),
+                    scaler,
+                }))
+            }
             "lstm" => {
                 let Normalization::Series { scaler } = h.normalization else {
                     return Err(TrainError::CorruptArtifact(

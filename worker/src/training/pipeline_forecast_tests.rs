@@ -64,7 +64,7 @@ fn every_forecast_artifact_round_trips_to_the_same_scores_and_forecast() {
         .iter()
         .map(|c| c.algorithm.as_str())
         .collect();
-    for kind in ["mstl", "stl_ets", COMBINATION] {
+    for kind in ["mstl", "stl_ets", hybrid::NAME, COMBINATION] {
         assert!(names.contains(&kind), "{kind} missing from {names:?}");
     }
     for c in &outcome.candidates {
@@ -101,7 +101,7 @@ fn every_forecast_artifact_round_trips_to_the_same_scores_and_forecast() {
         .find(|c| c.algorithm == COMBINATION)
         .unwrap();
     let header = Artifact::from_bytes(&combo.artifact).unwrap().header;
-    assert_eq!(header.config["members"].as_array().unwrap().len(), 3);
+    assert_eq!(header.config["members"].as_array().unwrap().len(), 5);
     let mut bad = combo.artifact.clone();
     let mid = bad.len() / 2;
     bad[mid] ^= 1;
@@ -139,4 +139,58 @@ fn after_a_level_shift_the_forecast_follows_the_new_level() {
         "{}: forecast mean {predicted}, actual {truth}",
         champion.algorithm
     );
+}
+
+#[test]
+fn the_champion_is_the_combination_and_a_shadow_never_competes() {
+    let start = NaiveDate::from_ymd_opt(2021, 1, 1).unwrap();
+    let mut req = request(&seasonal(700, start), start);
+    req.settings.shadow = vec!["lstm".into()];
+    let outcome = train_model(&req, &mut |_| {}).unwrap();
+    let names: Vec<&str> = outcome
+        .candidates
+        .iter()
+        .map(|c| c.algorithm.as_str())
+        .collect();
+    assert!(names.contains(&"lstm"), "the shadow is scored: {names:?}");
+    assert_eq!(outcome.champion().algorithm, COMBINATION);
+    let combo = Artifact::from_bytes(&outcome.champion().artifact).unwrap();
+    let members: Vec<&str> = combo.header.config["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert_eq!(members.len(), 5);
+    assert!(!members.contains(&"lstm"), "{members:?}");
+    // The members are every non-shadow candidate, best on validation first.
+    let mut ranked: Vec<&Candidate> = outcome
+        .candidates
+        .iter()
+        .filter(|c| c.algorithm != "lstm" && c.algorithm != COMBINATION)
+        .collect();
+    ranked.sort_by(|a, b| a.validation.mae.total_cmp(&b.validation.mae));
+    let best: Vec<&str> = ranked.iter().map(|c| c.algorithm.as_str()).collect();
+    assert_eq!(members, best);
+
+    // Under the validation rule a shadow cannot win even when it is best
+    // on validation: with the regression as the shadow and seasonal naive
+    // the only other candidate, seasonal naive is champion.
+    req.settings.champion = ChampionRule::Validation;
+    req.settings.shadow = vec!["seasonal_regression".into()];
+    req.settings.exclude = ["lstm_hybrid", "mstl", "stl_ets", COMBINATION]
+        .map(String::from)
+        .to_vec();
+    let outcome = train_model(&req, &mut |_| {}).unwrap();
+    let mae = |name: &str| {
+        outcome
+            .candidates
+            .iter()
+            .find(|c| c.algorithm == name)
+            .unwrap()
+            .validation
+            .mae
+    };
+    assert!(mae("seasonal_regression") < mae("seasonal_naive"));
+    assert_eq!(outcome.champion().algorithm, "seasonal_naive");
 }

@@ -400,7 +400,7 @@ mod tests {
         assert_eq!(
             names,
             [
-                "lstm",
+                "lstm_hybrid",
                 "seasonal_regression",
                 "mstl",
                 "stl_ets",

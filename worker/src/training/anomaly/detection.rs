@@ -539,6 +539,8 @@ pub(crate) fn train_anomaly(
             sha256: artifact::sha256_hex(&bytes),
             artifact: bytes,
             train_seconds,
+            validation_prediction: Vec::new(),
+            holdout_prediction: Vec::new(),
         });
         models.push(model);
     }

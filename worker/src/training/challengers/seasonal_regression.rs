@@ -170,6 +170,32 @@ impl SeasonalRegression {
             .collect()
     }
 
+    /// What the model leaves in `history` (which starts at `start`), day by
+    /// day, in the fitted scale (the logarithm when `log`): the series the
+    /// hybrid's LSTM learns.
+    pub fn residuals(&self, history: &[f64], start: NaiveDate) -> Vec<f64> {
+        history
+            .iter()
+            .enumerate()
+            .map(|(i, &y)| {
+                self.transform(y) - self.predict_transformed(start + Duration::days(i as i64))
+            })
+            .collect()
+    }
+
+    /// The model's forecast from `first` on, with `residuals[h]` (in the
+    /// fitted scale) added to day `h` instead of the anchored level.
+    pub fn forecast_with_residuals(&self, first: NaiveDate, residuals: &[f64]) -> Vec<f64> {
+        residuals
+            .iter()
+            .enumerate()
+            .map(|(h, r)| {
+                let d = first + Duration::days(h as i64);
+                self.untransform(self.predict_transformed(d) + r).max(0.0)
+            })
+            .collect()
+    }
+
     fn width(&self) -> usize {
         2 + 6
             + if self.yearly {
