@@ -134,15 +134,18 @@ mod tests {
         let start = NaiveDate::from_ymd_opt(2019, 1, 1).unwrap();
         let all = series(900, start);
         let lstm = LstmConfig::new().with_epochs(3);
-        let h = Hybrid::fit(
-            &all,
-            start,
-            &SeasonalRegressionConfig::default(),
-            &lstm,
-            1,
-            &mut |_| {},
-        )
-        .unwrap();
+        let fit = || {
+            Hybrid::fit(
+                &all,
+                start,
+                &SeasonalRegressionConfig::default(),
+                &lstm,
+                1,
+                &mut |_| {},
+            )
+            .unwrap()
+        };
+        let h = fit();
         let f = h.forecast(&all, start, 30);
         assert_eq!(f.len(), 30);
         // Each day stays within the residual bound around the regression.
@@ -159,15 +162,6 @@ mod tests {
             );
         }
         // Deterministic for a seed.
-        let again = Hybrid::fit(
-            &all,
-            start,
-            &SeasonalRegressionConfig::default(),
-            &lstm,
-            1,
-            &mut |_| {},
-        )
-        .unwrap();
-        assert_eq!(again.forecast(&all, start, 30), f);
+        assert_eq!(fit().forecast(&all, start, 30), f);
     }
 }
